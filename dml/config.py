@@ -1,0 +1,211 @@
+"""The one typed schema of ``params.yaml``.
+
+Every stage calls :func:`load_params` first; it validates the *whole* file, so a malformed
+key fails every stage before that stage writes anything. Parameters reach library code only as
+these (frozen) models, never through a global options object.
+
+Component names (``loss.name``, ``miner.name``, ...) are ``Literal`` types here so that the
+schema can be checked without importing torch; ``tests/test_registries.py`` asserts that each
+``Literal`` lists exactly the keys of the matching registry.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PARAMS_FILE = "params.yaml"
+
+
+class Section(BaseModel):
+    """Base of every section: unknown keys are errors (a typo must never be silently ignored)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(Section):
+    """Dataset generation / preparation (stage ``prepare``)."""
+
+    name: Literal["glyphs"] = "glyphs"
+    seed: int = 0
+    samples_per_class: int = Field(40, ge=2)
+    image_size: int = Field(32, ge=8, le=256)
+    difficulty: Literal["easy", "hard"] = "hard"
+    min_fonts: int = Field(8, ge=1)
+    train_fraction: float = Field(0.5, gt=0.0, lt=1.0)
+    max_classes: int | None = Field(None, ge=4, description="keep only the first N classes (tiny test configs)")
+
+
+class PreprocessConfig(Section):
+    """Turn prepared images into per-split arrays for fast loading (stage ``preprocess``)."""
+
+    image_size: int = Field(32, ge=8, le=512, description="square side the images are resized to")
+    channels: Literal[1, 3] = 1
+
+
+class ModelConfig(Section):
+    name: Literal["small_cnn", "resnet50"] = "small_cnn"
+    embed_dim: int = Field(128, ge=2)
+    pretrained: bool = Field(False, description="load ImageNet weights from the local torch cache (resnet50)")
+    freeze_bn: bool = Field(False, description="keep every BatchNorm layer in eval mode during training")
+
+    @model_validator(mode="after")
+    def _pretrained_needs_weights(self) -> ModelConfig:
+        if self.pretrained and self.name == "small_cnn":
+            raise ValueError("model.pretrained: small_cnn has no pretrained weights; set it to false")
+        return self
+
+
+class LossConfig(Section):
+    name: Literal["margin", "triplet"] = "margin"
+    margin: float = Field(0.2, ge=0.0, description="alpha of margin loss, m of triplet loss")
+    beta: float = Field(1.2, description="margin loss: initial boundary beta")
+    beta_per_class: bool = Field(True, description="margin loss: one learnable beta per training class")
+    beta_lr: float = Field(5e-4, ge=0.0, description="margin loss: learning rate of beta")
+
+
+class MinerConfig(Section):
+    name: Literal["random", "semihard", "distance", "rho_distance"] = "distance"
+    lower_cutoff: float = Field(0.5, ge=0.0, le=2.0, description="distance miners: distances clipped below")
+    upper_cutoff: float = Field(1.4, gt=0.0, le=2.0, description="distance miners: negatives at or beyond get weight 0")
+    rho_p: float = Field(0.35, ge=0.0, le=1.0, description="rho_distance: probability of a same-class negative")
+    semihard_margin: float = Field(0.2, ge=0.0, description="semihard: d_ap < d_an < d_ap + margin")
+
+
+class SamplerConfig(Section):
+    name: Literal["random", "class_balanced"] = "class_balanced"
+    samples_per_class: int = Field(2, ge=2, description="class_balanced: images per class in a batch")
+
+
+class OptimConfig(Section):
+    name: Literal["adam", "adamw"] = "adam"
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(4e-4, ge=0.0)
+
+
+class TrainConfig(Section):
+    epochs: int = Field(6, ge=1)
+    batch_size: int = Field(112, ge=4)
+    seed: int = 0
+    num_threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = torch's default")
+    shift_augment: int = Field(2, ge=0, description="random translation in pixels applied to training batches")
+    track_test_recall: bool = Field(True, description="log test Recall@1 after every epoch (monitoring only)")
+
+
+class EmbedConfig(Section):
+    batch_size: int = Field(512, ge=1)
+
+
+class IndexConfig(Section):
+    type: Literal["flat"] = "flat"
+    metric: Literal["ip", "l2"] = "ip"
+
+
+class EvalConfig(Section):
+    recall_at: tuple[int, ...] = Field((1, 2, 4, 8), min_length=1)
+    kmeans_seed: int = 0
+    kmeans_iters: int = Field(20, ge=1)
+
+    @model_validator(mode="after")
+    def _positive_ks(self) -> EvalConfig:
+        if any(k < 1 for k in self.recall_at):
+            raise ValueError("eval.recall_at: every k must be >= 1")
+        return self
+
+
+class SpectrumConfig(Section):
+    skip_largest: tuple[int, ...] = Field((0, 1), min_length=1, description="rho variants: drop the k largest values")
+    split: Literal["train", "test"] = "test"
+
+
+class TrackingConfig(Section):
+    experiment: str = Field("glyphs-dml", min_length=1)
+    uri: str | None = Field(None, description="MLflow tracking URI; null = sqlite mlflow.db at the repository root")
+    log_model: bool = True
+
+
+class Params(Section):
+    data: DataConfig = DataConfig()
+    preprocess: PreprocessConfig = PreprocessConfig()
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    miner: MinerConfig = MinerConfig()
+    sampler: SamplerConfig = SamplerConfig()
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig = TrainConfig()
+    embed: EmbedConfig = EmbedConfig()
+    index: IndexConfig = IndexConfig()
+    eval: EvalConfig = EvalConfig()
+    spectrum: SpectrumConfig = SpectrumConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @model_validator(mode="after")
+    def _batch_fits_sampler(self) -> Params:
+        if self.sampler.name == "class_balanced" and self.train.batch_size % self.sampler.samples_per_class:
+            raise ValueError(
+                f"train.batch_size: {self.train.batch_size} is not a multiple of "
+                f"sampler.samples_per_class={self.sampler.samples_per_class}"
+            )
+        return self
+
+    def flat(self) -> dict[str, Any]:
+        """``{"loss.name": "margin", "eval.recall_at": "1,2,4,8", ...}`` for experiment trackers."""
+        out: dict[str, Any] = {}
+        for section, values in self.model_dump().items():
+            for key, value in values.items():
+                out[f"{section}.{key}"] = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+        return out
+
+
+class ConfigError(ValueError):
+    """A one-line, user-facing description of what is wrong in params.yaml."""
+
+
+def _format_error(path: Path, err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(part) for part in first["loc"] if part not in ("function-after",))
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif first["type"] == "literal_error":
+        msg = f"unknown value {first['input']!r}; expected one of {first['ctx']['expected']}"
+    elif "input" in first and first["type"] not in ("missing",) and not isinstance(first["input"], dict):
+        msg = f"{msg} (got {first['input']!r})"
+    where = f"{loc}: " if loc and not msg.startswith(loc) else ""
+    more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"{path}: {where}{msg}{more}"
+
+
+def parse_params(raw: Any, path: Path | str = PARAMS_FILE) -> Params:
+    path = Path(path)
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_error(path, err)) from None
+
+
+def load_params(path: Path | str = PARAMS_FILE) -> Params:
+    """Read and validate params.yaml; raise :class:`ConfigError` with one line naming the culprit."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found (run from the repository root)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}:{where} invalid YAML: {getattr(err, 'problem', err)}") from None
+    return parse_params(raw, path)
+
+
+def repo_root() -> Path:
+    """The repository the pipeline runs in (``DVC_ROOT`` when DVC set it, else the cwd)."""
+    return Path(os.environ.get("DVC_ROOT", os.getcwd())).resolve()

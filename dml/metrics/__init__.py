@@ -1,0 +1,1 @@
+"""Evaluation metrics: retrieval (Recall@k, MAP@R), clustering (NMI), embedding space (rho, pi)."""

@@ -1,0 +1,24 @@
+"""Where each stage reads and writes, relative to the repository root (mirrors dvc.yaml)."""
+
+from pathlib import Path
+
+PARAMS = Path("params.yaml")
+PREPARED = Path("data/prepared")
+PREPROCESSED = Path("data/preprocessed")
+MODEL = Path("models/model.pt")
+TRAIN_RUN = Path("models/mlflow_run.json")
+CHECKPOINT = Path("checkpoints/train.pt")
+EMBEDDINGS = Path("embeddings")
+INDEX = Path("index")
+TRAIN_METRICS = Path("metrics/train.json")
+TRAIN_CURVE = Path("metrics/train_curve.csv")
+EVAL_METRICS = Path("metrics/eval.json")
+SPECTRUM_METRICS = Path("metrics/spectrum.json")
+SPECTRUM_CSV = Path("plots/spectrum.csv")
+SPECTRUM_PNG = Path("plots/spectrum.png")
+CURVE_PNG = Path("plots/train_curve.png")
+REPORT = Path("metrics/report.json")
+
+
+def embeddings_file(split: str) -> Path:
+    return EMBEDDINGS / f"{split}.parquet"

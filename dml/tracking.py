@@ -1,0 +1,197 @@
+"""MLflow tracking: one MLflow run per pipeline result.
+
+* The train stage opens the run and logs params and per-epoch curves live (visible in
+  ``mlflow ui`` while training runs), and logs the model file once.
+* The report stage adds the final metrics and plots. The first result of a trained model lands
+  in the training run itself; a later result of the same model (say, after an eval-only change)
+  becomes a new run that carries the params, copies the curves and links the training run that
+  holds the model (tag ``dml.model_run_id``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from dml.config import Params, TrackingConfig
+
+# Offline by default: no telemetry, and a remote tracking server that does not answer fails
+# fast instead of retrying for minutes.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+
+RESULT_TAG = "dml.result_logged"
+MODEL_RUN_TAG = "dml.model_run_id"
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used (one line naming the URI)."""
+
+
+def original_repo_root(cwd: Path | None = None) -> Path:
+    """The user's repository, also from inside ``dvc exp run --temp`` workspaces, which DVC
+    creates under ``<repo>/.dvc/tmp/exps/``."""
+    here = (cwd or Path.cwd()).resolve()
+    parts = here.parts
+    for i in range(len(parts) - 3):
+        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    return here
+
+
+def tracking_uri(cfg: TrackingConfig) -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else ``tracking.uri``, else an absolute SQLite file at the
+    repository root (absolute so that temporary experiment workspaces log to the same store)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or cfg.uri
+    return uri or f"sqlite:///{original_repo_root() / 'mlflow.db'}"
+
+
+def check_reachable(uri: str) -> None:
+    """Fail in a second, with one line, when the store cannot be reached."""
+    if uri.startswith(("http://", "https://")):
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).close()
+        except (urllib.error.URLError, OSError) as err:
+            raise TrackingError(f"MLflow tracking server {uri} is unreachable ({getattr(err, 'reason', err)})") from None
+    elif uri.startswith("sqlite:///"):
+        folder = Path(uri.removeprefix("sqlite:///")).parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise TrackingError(f"MLflow tracking store {uri}: folder {folder} is missing or not writable")
+
+
+def _client(uri: str):
+    import mlflow
+
+    check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    return mlflow.MlflowClient(uri)
+
+
+def _experiment_id(client, name: str, uri: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    artifact_location = None
+    if uri.startswith("sqlite:///"):
+        # Absolute, beside the database: a relative default would land in the (temporary)
+        # working directory of the stage.
+        artifact_location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
+    return client.create_experiment(name, artifact_location=artifact_location)
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+    except OSError:
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def run_tags() -> dict[str, str]:
+    tags = {"git.commit": _git_commit()}
+    if os.environ.get("DVC_EXP_NAME"):
+        tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
+    return tags
+
+
+def _run_name(params: Params) -> str:
+    name = f"{params.loss.name}-{params.miner.name}"
+    if params.miner.name == "rho_distance":
+        name += f"{params.miner.rho_p:g}"
+    exp = os.environ.get("DVC_EXP_NAME")
+    return f"{exp}:{name}" if exp else name
+
+
+class TrainingRun:
+    """The live MLflow run of a training stage."""
+
+    def __init__(self, params: Params, resume_run_id: str | None = None) -> None:
+        self.uri = tracking_uri(params.tracking)
+        self.client = _client(self.uri)
+        self.experiment_id = _experiment_id(self.client, params.tracking.experiment, self.uri)
+        run = None
+        if resume_run_id:
+            try:
+                run = self.client.get_run(resume_run_id)
+            except Exception:  # noqa: BLE001 - a run from another store: start a new one
+                run = None
+        if run is None:
+            run = self.client.create_run(self.experiment_id, tags={**run_tags(), "mlflow.runName": _run_name(params)})
+            for key, value in params.flat().items():
+                self.client.log_param(run.info.run_id, key, value)
+        else:
+            self.client.update_run(run.info.run_id, status="RUNNING")
+        self.run_id = run.info.run_id
+
+    def log_epoch(self, step: int, metrics: dict[str, float | None]) -> None:
+        for key, value in metrics.items():
+            if value is not None:
+                self.client.log_metric(self.run_id, key, float(value), step=step)
+
+    def log_model(self, path: Path) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path="model")
+        self.client.set_tag(self.run_id, "dml.model_file", f"model/{path.name}")
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status=status)
+
+    def reference(self) -> dict[str, str]:
+        return {"run_id": self.run_id, "experiment_id": self.experiment_id, "tracking_uri": self.uri}
+
+
+def report_result(
+    params: Params,
+    training_run_id: str | None,
+    metrics: dict[str, float],
+    curves: dict[str, list[tuple[int, float]]],
+    artifacts: list[Path],
+    model_file: Path,
+) -> dict[str, Any]:
+    """Record one pipeline result; see the module docstring for which run it lands in."""
+    uri = tracking_uri(params.tracking)
+    client = _client(uri)
+    experiment_id = _experiment_id(client, params.tracking.experiment, uri)
+    flat = {key: str(value) for key, value in params.flat().items()}
+    training = None
+    if training_run_id:
+        try:
+            training = client.get_run(training_run_id)
+        except Exception:  # noqa: BLE001 - deleted run or another store
+            training = None
+    reuse = (
+        training is not None
+        and training.info.experiment_id == experiment_id
+        and RESULT_TAG not in training.data.tags
+        and all(training.data.params.get(k, v) == v for k, v in flat.items())
+    )
+    if reuse:
+        run_id = training.info.run_id
+        missing = {k: v for k, v in flat.items() if k not in training.data.params}
+        for key, value in missing.items():
+            client.log_param(run_id, key, value)
+    else:
+        run_id = client.create_run(experiment_id, tags={**run_tags(), "mlflow.runName": _run_name(params)}).info.run_id
+        for key, value in flat.items():
+            client.log_param(run_id, key, value)
+        for key, points in curves.items():
+            for step, value in points:
+                client.log_metric(run_id, key, value, step=step)
+        if training is not None and "dml.model_file" in training.data.tags:
+            client.set_tag(run_id, MODEL_RUN_TAG, training.info.run_id)
+            client.set_tag(run_id, "dml.model_uri", f"runs:/{training.info.run_id}/{training.data.tags['dml.model_file']}")
+        elif params.tracking.log_model:
+            client.log_artifact(run_id, str(model_file), artifact_path="model")
+            client.set_tag(run_id, "dml.model_file", f"model/{model_file.name}")
+    for key, value in metrics.items():
+        client.log_metric(run_id, key, float(value))
+    for path in artifacts:
+        client.log_artifact(run_id, str(path), artifact_path="plots")
+    client.set_tag(run_id, RESULT_TAG, "true")
+    client.set_terminated(run_id, status="FINISHED")
+    return {"run_id": run_id, "experiment_id": experiment_id, "tracking_uri": uri, "new_run": not reuse}

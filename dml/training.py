@@ -1,0 +1,176 @@
+"""The training loop: sampler -> batch -> model -> miner -> loss -> Adam step, once per batch.
+
+Reproducible on CPU: every source of randomness (batch sampling, mining, augmentation) is
+re-seeded from ``(train.seed, epoch)`` at the start of each epoch, so a run resumed from an
+epoch checkpoint replays exactly the batches the uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from dml.config import Params
+from dml.data.arrays import SplitArrays, Stats
+from dml.io import atomic_file
+from dml.losses import build_loss, loss_param_groups
+from dml.indexing import flat_index
+from dml.inference import embed_arrays
+from dml.metrics.retrieval import knn_excluding_self, recall_at_k
+from dml.miners import build_miner
+from dml.models import EmbeddingModel, build_model
+from dml.samplers import build_sampler
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    epoch: int
+    loss: float
+    triplets_per_batch: float
+    beta_mean: float
+    seconds: float
+    test_recall_at_1: float | None
+
+
+@dataclass
+class TrainResult:
+    model: EmbeddingModel
+    curve: list[EpochRecord]
+
+
+def training_fingerprint(params: Params, stats: Stats) -> str:
+    """Identifies a training run: the sections that shape it plus the data it reads. A checkpoint
+    is only resumed by a run with the same fingerprint."""
+    sections = {name: getattr(params, name).model_dump(mode="json") for name in ("model", "loss", "miner", "sampler", "optim", "train")}
+    payload = json.dumps({"params": sections, "data": asdict(stats)}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def contiguous_labels(labels: np.ndarray) -> tuple[np.ndarray, int]:
+    """Map arbitrary class ids to 0..C-1 (per-class parameters such as margin loss's beta)."""
+    classes, inverse = np.unique(labels, return_inverse=True)
+    return inverse.astype(np.int64), len(classes)
+
+
+def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Translate every image by up to ``max_shift`` pixels (edge pixels replicated)."""
+    if max_shift == 0:
+        return images.float()
+    b, _, h, w = images.shape
+    padded = F.pad(images.float(), (max_shift,) * 4, mode="replicate")
+    offsets = torch.randint(0, 2 * max_shift + 1, (2, b), generator=generator)
+    rows = (offsets[0][:, None] + torch.arange(h))[:, :, None]
+    cols = (offsets[1][:, None] + torch.arange(w))[:, None, :]
+    return padded[torch.arange(b)[:, None, None], :, rows, cols].permute(0, 3, 1, 2)
+
+
+def quick_recall_at_1(model: EmbeddingModel, split: SplitArrays) -> float:
+    """Recall@1 on a split, for the per-epoch curve (the evaluate stage computes the full set)."""
+    vectors = embed_arrays(model, split.images)
+    neighbours = knn_excluding_self(flat_index(vectors), vectors, 1)
+    return recall_at_k(split.labels[neighbours], split.labels, [1])[1]
+
+
+def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
+    return int(np.random.default_rng([seed, epoch, stream]).integers(2**62))
+
+
+def train(
+    params: Params,
+    train_split: SplitArrays,
+    stats: Stats,
+    eval_split: SplitArrays | None = None,
+    checkpoint: Path | None = None,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    cfg = params.train
+    torch.manual_seed(cfg.seed)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    labels_np, num_classes = contiguous_labels(train_split.labels)
+    images = torch.from_numpy(np.ascontiguousarray(train_split.images))
+    labels = torch.from_numpy(labels_np)
+
+    model = build_model(params.model, stats.channels, stats.mean, stats.std)
+    criterion = build_loss(params.loss, num_classes)
+    miner = build_miner(params.miner, cfg.seed)
+    sampler = build_sampler(params.sampler, labels_np, cfg.batch_size)
+    optimizer_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[params.optim.name]
+    optimizer = optimizer_cls(
+        [{"params": model.parameters()}, *loss_param_groups(criterion, params.loss)],
+        lr=params.optim.lr,
+        weight_decay=params.optim.weight_decay,
+    )
+
+    fingerprint = training_fingerprint(params, stats)
+    curve: list[EpochRecord] = []
+    start_epoch = 0
+    if checkpoint is not None and checkpoint.is_file():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        if state["fingerprint"] == fingerprint:
+            model.load_state_dict(state["model"])
+            criterion.load_state_dict(state["loss"])
+            optimizer.load_state_dict(state["optimizer"])
+            curve = [EpochRecord(**record) for record in state["curve"]]
+            start_epoch = len(curve)
+            print(f"resuming training from {checkpoint} after epoch {start_epoch}/{cfg.epochs}")
+
+    model.train()
+    for epoch in range(start_epoch, cfg.epochs):
+        rng = np.random.default_rng([cfg.seed, epoch])
+        miner.generator.manual_seed(_epoch_seed(cfg.seed, epoch, 1))
+        augment = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch, 2))
+        started = time.perf_counter()
+        total_loss = total_triplets = 0.0
+        bar = tqdm(sampler.epoch(rng), total=len(sampler), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress)
+        for batch in bar:
+            index = torch.from_numpy(batch)
+            embeddings = model(random_shift(images[index], cfg.shift_augment, augment))
+            batch_labels = labels[index]
+            triplets = miner(embeddings, batch_labels)
+            loss = criterion(embeddings, batch_labels, triplets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total_loss += loss.item()
+            total_triplets += len(triplets)
+        seconds = time.perf_counter() - started
+        beta = getattr(criterion, "beta", None)
+        record = EpochRecord(
+            epoch=epoch + 1,
+            loss=total_loss / len(sampler),
+            triplets_per_batch=total_triplets / len(sampler),
+            beta_mean=float(beta.detach().mean()) if beta is not None else float("nan"),
+            seconds=seconds,
+            test_recall_at_1=quick_recall_at_1(model, eval_split) if eval_split is not None else None,
+        )
+        curve.append(record)
+        if progress:
+            r1 = "" if record.test_recall_at_1 is None else f", test R@1 {record.test_recall_at_1:.3f}"
+            print(f"epoch {record.epoch}: loss {record.loss:.4f}{r1} ({seconds:.1f} s)", flush=True)
+        if checkpoint is not None:
+            with atomic_file(checkpoint) as tmp:
+                torch.save(
+                    {
+                        "fingerprint": fingerprint,
+                        "model": model.state_dict(),
+                        "loss": criterion.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "curve": [asdict(r) for r in curve],
+                    },
+                    tmp,
+                )
+        if on_epoch is not None:
+            on_epoch(record)
+    model.eval()
+    return TrainResult(model=model, curve=curve)

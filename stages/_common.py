@@ -1,0 +1,23 @@
+"""What every stage entry point shares: load the validated params, turn expected failures
+(bad params, missing or corrupt inputs) into one line on stderr and exit code 1."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from dml.config import ConfigError, Params, load_params
+from dml.data.manifest import DatasetError
+from dml.paths import PARAMS
+from dml.tracking import TrackingError
+
+EXPECTED_ERRORS: tuple[type[Exception], ...] = (ConfigError, DatasetError, FileNotFoundError, TrackingError)
+
+
+def run_stage(name: str, body: Callable[[Params], None]) -> None:
+    try:
+        params = load_params(PARAMS)
+        body(params)
+    except EXPECTED_ERRORS as err:
+        print(f"error in stage {name}: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
