@@ -70,7 +70,7 @@ class LossConfig(Section):
 
 class MinerConfig(Section):
     name: Literal["random", "semihard", "distance", "rho_distance"] = "distance"
-    lower_cutoff: float = Field(0.5, ge=0.0, le=2.0, description="distance miners: distances clipped below")
+    lower_cutoff: float = Field(0.5, gt=0.0, le=2.0, description="distance miners: distances clipped below")
     upper_cutoff: float = Field(1.4, gt=0.0, le=2.0, description="distance miners: negatives at or beyond get weight 0")
     rho_p: float = Field(0.35, ge=0.0, le=1.0, description="rho_distance: probability of a same-class negative")
     semihard_margin: float = Field(0.2, ge=0.0, description="semihard: d_ap < d_an < d_ap + margin")
@@ -207,5 +207,6 @@ def load_params(path: Path | str = PARAMS_FILE) -> Params:
 
 
 def repo_root() -> Path:
-    """The repository the pipeline runs in (``DVC_ROOT`` when DVC set it, else the cwd)."""
+    """The user's repository: ``DVC_ROOT``, which DVC sets for stage commands (pointing at the
+    original repository also inside ``dvc exp run --temp`` / queued workspaces), else the cwd."""
     return Path(os.environ.get("DVC_ROOT", os.getcwd())).resolve()

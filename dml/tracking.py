@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from dml.config import Params, TrackingConfig
+from dml.config import Params, TrackingConfig, repo_root
 
 # Offline by default: no telemetry, and a remote tracking server that does not answer fails
 # fast instead of retrying for minutes.
@@ -34,22 +34,11 @@ class TrackingError(RuntimeError):
     """The tracking store cannot be used (one line naming the URI)."""
 
 
-def original_repo_root(cwd: Path | None = None) -> Path:
-    """The user's repository, also from inside ``dvc exp run --temp`` workspaces, which DVC
-    creates under ``<repo>/.dvc/tmp/exps/``."""
-    here = (cwd or Path.cwd()).resolve()
-    parts = here.parts
-    for i in range(len(parts) - 3):
-        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
-            return Path(*parts[:i])
-    return here
-
-
 def tracking_uri(cfg: TrackingConfig) -> str:
     """``MLFLOW_TRACKING_URI`` if set, else ``tracking.uri``, else an absolute SQLite file at the
     repository root (absolute so that temporary experiment workspaces log to the same store)."""
     uri = os.environ.get("MLFLOW_TRACKING_URI") or cfg.uri
-    return uri or f"sqlite:///{original_repo_root() / 'mlflow.db'}"
+    return uri or f"sqlite:///{repo_root() / 'mlflow.db'}"
 
 
 def check_reachable(uri: str) -> None:

@@ -128,7 +128,7 @@ def train(
     model.train()
     for epoch in range(start_epoch, cfg.epochs):
         rng = np.random.default_rng([cfg.seed, epoch])
-        miner.generator.manual_seed(_epoch_seed(cfg.seed, epoch, 1))
+        miner.manual_seed(_epoch_seed(cfg.seed, epoch, 1))
         augment = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch, 2))
         started = time.perf_counter()
         total_loss = total_triplets = 0.0

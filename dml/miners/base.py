@@ -44,7 +44,12 @@ class Miner:
     and delegates the negative to :meth:`choose_negatives`."""
 
     def __init__(self, seed: int = 0) -> None:
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator()
+        self.manual_seed(seed)
+
+    def manual_seed(self, seed: int) -> None:
+        """Reset every random stream of the miner (the training loop does so every epoch)."""
+        self.generator.manual_seed(seed)
 
     def __call__(self, embeddings: torch.Tensor, labels: torch.Tensor) -> Triplets:
         labels = labels.to(embeddings.device)

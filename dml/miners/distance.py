@@ -16,13 +16,16 @@ def inverse_sphere_density_weights(
     Distances are clipped below at ``lower_cutoff``; negatives at d >= ``upper_cutoff`` get weight
     0 (they would carry no loss), unless that leaves a row with no candidate, which then falls
     back to uniform weights over its negatives."""
-    d = distances.clamp(min=lower_cutoff)
+    d = distances.clamp(min=max(lower_cutoff, 1e-6))
     log_inv_q = (2.0 - dim) * d.log() - ((dim - 3) / 2.0) * (1.0 - 0.25 * d.pow(2)).clamp_min(1e-8).log()
-    log_inv_q = log_inv_q.masked_fill(~negative_mask, float("-inf"))
-    weights = torch.exp(log_inv_q - log_inv_q.max(dim=1, keepdim=True).values)
-    weights = weights.masked_fill(distances >= upper_cutoff, 0.0)
-    empty = weights.sum(1, keepdim=True) <= 0
-    return torch.where(empty, negative_mask.to(weights.dtype), weights)
+    # Exclude far negatives *before* normalising by the row maximum: a near-antipodal negative
+    # has a huge 1/q(d) and would otherwise underflow every other weight to zero.
+    allowed = negative_mask & (distances < upper_cutoff)
+    has_allowed = allowed.any(1, keepdim=True)
+    log_inv_q = log_inv_q.masked_fill(~allowed, float("-inf"))
+    row_max = torch.where(has_allowed, log_inv_q.max(dim=1, keepdim=True).values, torch.zeros_like(has_allowed, dtype=d.dtype))
+    weights = torch.exp(log_inv_q - row_max)
+    return torch.where(has_allowed, weights, negative_mask.to(weights.dtype))
 
 
 class DistanceWeightedMiner(Miner):
@@ -44,15 +47,21 @@ class RhoDistanceMiner(DistanceWeightedMiner):
     (d_ap = 0)."""
 
     def __init__(self, p: float = 0.35, lower_cutoff: float = 0.5, upper_cutoff: float = 1.4, seed: int = 0) -> None:
+        # The Bernoulli draws and same-class samples use their own generator, so that the
+        # distance-weighted part consumes exactly the random stream of DistanceWeightedMiner:
+        # p = 0 reproduces the distance miner batch for batch.
+        self.rho_generator = torch.Generator()
         super().__init__(lower_cutoff, upper_cutoff, seed)
         self.p = p
 
+    def manual_seed(self, seed: int) -> None:
+        super().manual_seed(seed)
+        self.rho_generator.manual_seed(int(torch.randint(2**62, (1,), generator=torch.Generator().manual_seed(seed + 1))))
+
     def mine(self, embeddings, anchors, positives, distances, positive_mask, negative_mask) -> Triplets:
-        # Draw the distance-weighted negatives first, so that p = 0 reproduces the distance
-        # miner exactly for the same seed.
         negatives = self.choose_negatives(anchors, positives, distances, negative_mask, embeddings.shape[1])
-        flip = torch.rand(len(anchors), generator=self.generator, device=anchors.device) < self.p
-        same_class = sample_from_mask(positive_mask, self.generator)
+        flip = torch.rand(len(anchors), generator=self.rho_generator, device=anchors.device) < self.p
+        same_class = sample_from_mask(positive_mask, self.rho_generator)
         return Triplets(
             anchors,
             torch.where(flip, anchors, positives),

