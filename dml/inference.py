@@ -17,7 +17,7 @@ def embed_arrays(model: EmbeddingModel, images: np.ndarray, batch_size: int = 51
     chunks = []
     starts = range(0, len(images), batch_size)
     for start in tqdm(starts, desc="embed", unit="batch", disable=not progress, leave=False):
-        batch = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))
+        batch = torch.from_numpy(np.array(images[start : start + batch_size]))  # copy: memmaps are read-only
         chunks.append(model(batch).numpy())
     model.train(was_training)
     return np.concatenate(chunks).astype(np.float32, copy=False)

@@ -124,3 +124,41 @@ def test_malformed_params_fail_fast_and_change_nothing(repo):
     errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("error in stage")]
     assert errors and "train.epochs" in errors[0]
     assert snapshot(repo) == before
+
+
+def test_temp_experiment_logs_to_the_repository_store(repo):
+    """`dvc exp run --temp` runs in .dvc/tmp/exps/...; its MLflow run must land in the
+    repository's mlflow.db (via DVC_ROOT), tagged with the experiment name."""
+    run([sys.executable, "-m", "dvc", "repro"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "baseline", "--allow-empty"], repo)
+    before = len(mlflow_runs(repo))
+    result = run([sys.executable, "-m", "dvc", "exp", "run", "--temp", "-n", "iters9", "-S", "eval.kmeans_iters=9"], repo)
+    assert ran_stages(result.stdout) == {"evaluate", "report"}
+    runs = mlflow_runs(repo)
+    assert len(runs) == before + 1
+    tagged = [r for r in runs if r.data.tags.get("dvc.exp_name") == "iters9"]
+    assert len(tagged) == 1 and tagged[0].data.params["eval.kmeans_iters"] == "9"
+    assert tagged[0].data.tags.get("dml.model_run_id"), "a result of an existing model links the run holding it"
+
+
+def test_prefect_flow_runs_the_dvc_dag(repo, tmp_path):
+    """The flow reads the DAG from dvc.yaml and lets DVC decide: after a spectrum-only change it
+    runs exactly spectrum and report, and leaves the pipeline up to date."""
+    from pipelines.dvc_flow import stage_dag
+
+    dag = stage_dag(repo)
+    assert set(dag) == set(ALL_STAGES) and list(dag)[0] == "prepare" and list(dag)[-1] == "report"
+    assert dag["evaluate"] == ["embed", "index"]
+    assert dag["report"] == ["evaluate", "spectrum", "train"]
+    run([sys.executable, "-m", "dvc", "repro"], repo)
+    set_params(repo, spectrum={"skip_largest": [0, 2]})
+    env_home = tmp_path / "prefect"
+    os.environ["PREFECT_HOME"] = str(env_home)
+    try:
+        result = run([sys.executable, "-m", "pipelines.dvc_flow", "--root", str(repo)], ROOT)
+    finally:
+        os.environ.pop("PREFECT_HOME", None)
+    assert result.stdout.strip().splitlines()[-1] == "ran: spectrum, report"
+    status = run([sys.executable, "-m", "dvc", "status", "--quiet"], repo, check=False)
+    assert status.returncode == 0, status.stdout
