@@ -27,12 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 from dml.config import Params, load_params  # noqa: E402
 from dml.data.arrays import SplitArrays, Stats, load_split, load_stats  # noqa: E402
-from dml.losses import build_loss, loss_param_groups  # noqa: E402
-from dml.miners import build_miner  # noqa: E402
-from dml.models import build_model  # noqa: E402
 from dml.paths import PREPROCESSED  # noqa: E402
-from dml.samplers import build_sampler  # noqa: E402
-from dml.training import _epoch_seed, contiguous_labels, random_shift, train  # noqa: E402
+from dml.training import build_training, random_shift, seed_epoch, train  # noqa: E402
 
 
 def load_data(params: Params) -> tuple[SplitArrays, Stats]:
@@ -48,26 +44,14 @@ def load_data(params: Params) -> tuple[SplitArrays, Stats]:
 def bare_loop(params: Params, split: SplitArrays, stats: Stats) -> float:
     """The minimum a PyTorch user would write for the same training; returns seconds."""
     cfg = params.train
-    torch.manual_seed(cfg.seed)
-    labels_np, num_classes = contiguous_labels(split.labels)
-    images = torch.from_numpy(np.ascontiguousarray(split.images))
-    labels = torch.from_numpy(labels_np)
-    model = build_model(params.model, stats.channels, stats.mean, stats.std)
-    criterion = build_loss(params.loss, num_classes)
-    miner = build_miner(params.miner, cfg.seed)
-    sampler = build_sampler(params.sampler, labels_np, cfg.batch_size)
-    optimizer = torch.optim.Adam(
-        [{"params": model.parameters()}, *loss_param_groups(criterion, params.loss)],
-        lr=params.optim.lr,
-        weight_decay=params.optim.weight_decay,
-    )
+    setup = build_training(params, split, stats)
+    model, criterion, miner, optimizer = setup.model, setup.criterion, setup.miner, setup.optimizer
+    images, labels = setup.images, setup.labels
     model.train()
     started = time.perf_counter()
     for epoch in range(cfg.epochs):
-        rng = np.random.default_rng([cfg.seed, epoch])
-        miner.manual_seed(_epoch_seed(cfg.seed, epoch, 1))
-        augment = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch, 2))
-        for batch in sampler.epoch(rng):
+        rng, augment = seed_epoch(setup, cfg.seed, epoch)
+        for batch in setup.sampler.epoch(rng):
             index = torch.from_numpy(batch)
             embeddings = model(random_shift(images[index], cfg.shift_augment, augment))
             loss = criterion(embeddings, labels[index], miner(embeddings, labels[index]))

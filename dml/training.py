@@ -26,9 +26,13 @@ from dml.losses import build_loss, loss_param_groups
 from dml.indexing import flat_index
 from dml.inference import embed_arrays
 from dml.metrics.retrieval import knn_excluding_self, recall_at_k
-from dml.miners import build_miner
+from dml.miners import Miner, build_miner
 from dml.models import EmbeddingModel, build_model
-from dml.samplers import build_sampler
+from dml.samplers import RandomSampler, build_sampler
+
+
+# ``optim.name`` in params.yaml -> optimizer class (the loss's own parameters get their own group).
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,50 @@ def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
     return int(np.random.default_rng([seed, epoch, stream]).integers(2**62))
 
 
+@dataclass
+class TrainingSetup:
+    """Everything one training run is made of, built from params (shared with the benchmark's
+    bare loop, so both train exactly the same thing)."""
+
+    model: EmbeddingModel
+    criterion: torch.nn.Module
+    miner: Miner
+    sampler: RandomSampler
+    optimizer: torch.optim.Optimizer
+    images: torch.Tensor
+    labels: torch.Tensor
+
+
+def build_training(params: Params, train_split: SplitArrays, stats: Stats) -> TrainingSetup:
+    cfg = params.train
+    torch.manual_seed(cfg.seed)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    labels_np, num_classes = contiguous_labels(train_split.labels)
+    model = build_model(params.model, stats.channels, stats.mean, stats.std)
+    criterion = build_loss(params.loss, num_classes)
+    optimizer = OPTIMIZERS[params.optim.name](
+        [{"params": model.parameters()}, *loss_param_groups(criterion, params.loss)],
+        lr=params.optim.lr,
+        weight_decay=params.optim.weight_decay,
+    )
+    return TrainingSetup(
+        model=model,
+        criterion=criterion,
+        miner=build_miner(params.miner, cfg.seed),
+        sampler=build_sampler(params.sampler, labels_np, cfg.batch_size),
+        optimizer=optimizer,
+        images=torch.from_numpy(np.array(train_split.images)),  # in memory; memmaps are read-only
+        labels=torch.from_numpy(labels_np),
+    )
+
+
+def seed_epoch(setup: TrainingSetup, seed: int, epoch: int) -> tuple[np.random.Generator, torch.Generator]:
+    """Re-seed every random stream for ``epoch``; returns the sampler's and augmentation's."""
+    setup.miner.manual_seed(_epoch_seed(seed, epoch, 1))
+    return np.random.default_rng([seed, epoch]), torch.Generator().manual_seed(_epoch_seed(seed, epoch, 2))
+
+
 def train(
     params: Params,
     train_split: SplitArrays,
@@ -94,23 +142,9 @@ def train(
     progress: bool = True,
 ) -> TrainResult:
     cfg = params.train
-    torch.manual_seed(cfg.seed)
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    labels_np, num_classes = contiguous_labels(train_split.labels)
-    images = torch.from_numpy(np.ascontiguousarray(train_split.images))
-    labels = torch.from_numpy(labels_np)
-
-    model = build_model(params.model, stats.channels, stats.mean, stats.std)
-    criterion = build_loss(params.loss, num_classes)
-    miner = build_miner(params.miner, cfg.seed)
-    sampler = build_sampler(params.sampler, labels_np, cfg.batch_size)
-    optimizer_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[params.optim.name]
-    optimizer = optimizer_cls(
-        [{"params": model.parameters()}, *loss_param_groups(criterion, params.loss)],
-        lr=params.optim.lr,
-        weight_decay=params.optim.weight_decay,
-    )
+    setup = build_training(params, train_split, stats)
+    model, criterion, miner, sampler, optimizer = setup.model, setup.criterion, setup.miner, setup.sampler, setup.optimizer
+    images, labels = setup.images, setup.labels
 
     fingerprint = training_fingerprint(params, stats)
     curve: list[EpochRecord] = []
@@ -127,9 +161,7 @@ def train(
 
     model.train()
     for epoch in range(start_epoch, cfg.epochs):
-        rng = np.random.default_rng([cfg.seed, epoch])
-        miner.manual_seed(_epoch_seed(cfg.seed, epoch, 1))
-        augment = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch, 2))
+        rng, augment = seed_epoch(setup, cfg.seed, epoch)
         started = time.perf_counter()
         total_loss = total_triplets = 0.0
         bar = tqdm(sampler.epoch(rng), total=len(sampler), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress)

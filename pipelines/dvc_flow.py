@@ -13,6 +13,7 @@ Usage: ``python -m pipelines.dvc_flow [--root .] [--stage report]``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -38,7 +39,9 @@ def stage_dag(root: Path | str, target: str | None = None) -> dict[str, list[str
     stage and its ancestors."""
     from dvc.repo import Repo
 
-    with Repo(str(root)) as repo:
+    # Stage addresses ("train", "sub/dvc.yaml:train") are relative to the cwd: resolve them
+    # from the root, where the tasks run `dvc repro`.
+    with contextlib.chdir(root), Repo(".") as repo:
         graph = repo.index.graph  # edges point from a stage to the stages it depends on
         names = {stage: stage.addressing for stage in graph.nodes}
         if target is not None:

@@ -9,11 +9,22 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dml.config import ConfigError, LossConfig, MinerConfig, ModelConfig, Params, SamplerConfig, load_params, parse_params
+from dml.config import (
+    ConfigError,
+    LossConfig,
+    MinerConfig,
+    ModelConfig,
+    OptimConfig,
+    Params,
+    SamplerConfig,
+    load_params,
+    parse_params,
+)
 from dml.losses import LOSSES
 from dml.miners import MINERS
 from dml.models import MODELS
 from dml.samplers import SAMPLERS
+from dml.training import OPTIMIZERS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,7 +86,7 @@ def test_flat_params_for_trackers():
 
 @pytest.mark.parametrize(
     ("config", "registry"),
-    [(LossConfig, LOSSES), (MinerConfig, MINERS), (ModelConfig, MODELS), (SamplerConfig, SAMPLERS)],
+    [(LossConfig, LOSSES), (MinerConfig, MINERS), (ModelConfig, MODELS), (SamplerConfig, SAMPLERS), (OptimConfig, OPTIMIZERS)],
 )
 def test_schema_names_match_registries(config, registry):
     assert set(typing.get_args(config.model_fields["name"].annotation)) == set(registry)

