@@ -166,17 +166,20 @@ class ConfigError(ValueError):
 
 
 def _format_error(path: Path, err: ValidationError) -> str:
-    first = err.errors()[0]
-    loc = ".".join(str(part) for part in first["loc"] if part not in ("function-after",))
+    """The first problem as ``params.yaml: section.key: what is wrong (got value)``."""
+    errors = err.errors()
+    first = errors[0]
+    loc = ".".join(str(part) for part in first["loc"])
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
     elif first["type"] == "literal_error":
         msg = f"unknown value {first['input']!r}; expected one of {first['ctx']['expected']}"
-    elif "input" in first and first["type"] not in ("missing",) and not isinstance(first["input"], dict):
+    elif first["type"] != "missing" and not isinstance(first.get("input"), dict):
         msg = f"{msg} (got {first['input']!r})"
+    # Cross-field checks name their keys themselves ("train.batch_size: ...").
     where = f"{loc}: " if loc and not msg.startswith(loc) else ""
-    more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
     return f"{path}: {where}{msg}{more}"
 
 
