@@ -8,6 +8,7 @@ PREPROCESSED = Path("data/preprocessed")
 MODEL = Path("models/model.pt")
 TRAIN_RUN = Path("models/mlflow_run.json")
 CHECKPOINT = Path("checkpoints/train.pt")
+CHECKPOINT_RUN = Path("checkpoints/mlflow_run.json")  # the MLflow run an interrupted training resumes
 EMBEDDINGS = Path("embeddings")
 INDEX = Path("index")
 TRAIN_METRICS = Path("metrics/train.json")

@@ -26,6 +26,15 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
+# Per-epoch curve columns (metrics/train_curve.csv, EpochRecord fields) -> MLflow metric names.
+CURVE_METRICS = {
+    "loss": "train_loss",
+    "triplets_per_batch": "triplets_per_batch",
+    "beta_mean": "beta_mean",
+    "seconds": "epoch_seconds",
+    "test_recall_at_1": "test_recall_at_1",
+}
+
 RESULT_TAG = "dml.result_logged"
 MODEL_RUN_TAG = "dml.model_run_id"
 
@@ -118,10 +127,11 @@ class TrainingRun:
             self.client.update_run(run.info.run_id, status="RUNNING")
         self.run_id = run.info.run_id
 
-    def log_epoch(self, step: int, metrics: dict[str, float | None]) -> None:
-        for key, value in metrics.items():
-            if value is not None:
-                self.client.log_metric(self.run_id, key, float(value), step=step)
+    def log_epoch(self, step: int, record: dict[str, Any]) -> None:
+        """Log one row of the training curve (keys as in :data:`CURVE_METRICS`; None = not measured)."""
+        for column, name in CURVE_METRICS.items():
+            if record.get(column) is not None:
+                self.client.log_metric(self.run_id, name, float(record[column]), step=step)
 
     def log_model(self, path: Path) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path="model")

@@ -40,7 +40,7 @@ class EpochRecord:
     epoch: int
     loss: float
     triplets_per_batch: float
-    beta_mean: float
+    beta_mean: float | None  # margin loss only
     seconds: float
     test_recall_at_1: float | None
 
@@ -182,7 +182,7 @@ def train(
             epoch=epoch + 1,
             loss=total_loss / len(sampler),
             triplets_per_batch=total_triplets / len(sampler),
-            beta_mean=float(beta.detach().mean()) if beta is not None else float("nan"),
+            beta_mean=float(beta.detach().mean()) if beta is not None else None,
             seconds=seconds,
             test_recall_at_1=quick_recall_at_1(model, eval_split) if eval_split is not None else None,
         )

@@ -22,10 +22,8 @@ from dml.paths import (  # noqa: E402
     TRAIN_METRICS,
     TRAIN_RUN,
 )
-from dml.tracking import report_result  # noqa: E402
+from dml.tracking import CURVE_METRICS, report_result  # noqa: E402
 from stages._common import run_stage  # noqa: E402
-
-CURVE_METRICS = {"loss": "train_loss", "test_recall_at_1": "test_recall_at_1", "beta_mean": "beta_mean"}
 
 
 def read_curves() -> dict[str, list[tuple[int, float]]]:
@@ -33,7 +31,7 @@ def read_curves() -> dict[str, list[tuple[int, float]]]:
         rows = list(csv.DictReader(handle))
     curves: dict[str, list[tuple[int, float]]] = {}
     for column, metric in CURVE_METRICS.items():
-        points = [(int(r["epoch"]), float(r[column])) for r in rows if r.get(column) not in ("", None, "nan")]
+        points = [(int(r["epoch"]), float(r[column])) for r in rows if r.get(column) not in ("", None)]
         if points:
             curves[metric] = points
     return curves

@@ -13,7 +13,7 @@ from dataclasses import asdict, fields
 from dml.config import Params
 from dml.data.arrays import load_split, load_stats
 from dml.io import atomic_file, read_json, write_json
-from dml.paths import CHECKPOINT, MODEL, PREPROCESSED, TRAIN_CURVE, TRAIN_METRICS, TRAIN_RUN
+from dml.paths import CHECKPOINT, CHECKPOINT_RUN, MODEL, PREPROCESSED, TRAIN_CURVE, TRAIN_METRICS, TRAIN_RUN
 from dml.tracking import TrainingRun
 from dml.models.checkpoint import save_model
 from dml.training import EpochRecord, train
@@ -32,20 +32,12 @@ def train_stage(params: Params) -> None:
     train_split = load_split(PREPROCESSED, "train")
     eval_split = load_split(PREPROCESSED, "test") if params.train.track_test_recall else None
     # A resumed run continues the MLflow run of the interrupted one.
-    resume_id = None
-    if CHECKPOINT.is_file() and (CHECKPOINT.parent / "mlflow_run.json").is_file():
-        resume_id = read_json(CHECKPOINT.parent / "mlflow_run.json").get("run_id")
+    resume_id = read_json(CHECKPOINT_RUN).get("run_id") if CHECKPOINT.is_file() and CHECKPOINT_RUN.is_file() else None
     tracker = TrainingRun(params, resume_run_id=resume_id)
-    CHECKPOINT.parent.mkdir(parents=True, exist_ok=True)
-    write_json(CHECKPOINT.parent / "mlflow_run.json", tracker.reference())
+    write_json(CHECKPOINT_RUN, tracker.reference())
 
     def on_epoch(record: EpochRecord) -> None:
-        tracker.log_epoch(
-            record.epoch,
-            {"train_loss": record.loss, "triplets_per_batch": record.triplets_per_batch,
-             "beta_mean": record.beta_mean, "epoch_seconds": record.seconds,
-             "test_recall_at_1": record.test_recall_at_1},
-        )
+        tracker.log_epoch(record.epoch, asdict(record))
 
     started = time.perf_counter()
     try:
@@ -68,7 +60,7 @@ def train_stage(params: Params) -> None:
     })
     write_json(TRAIN_RUN, tracker.reference())
     CHECKPOINT.unlink(missing_ok=True)
-    (CHECKPOINT.parent / "mlflow_run.json").unlink(missing_ok=True)
+    CHECKPOINT_RUN.unlink(missing_ok=True)
 
 
 def main() -> None:

@@ -52,8 +52,8 @@ def test_one_run_per_result_and_model_logged_once(store):
     plot.write_bytes(b"png")
 
     training = TrainingRun(params)
-    training.log_epoch(1, {"train_loss": 0.5, "test_recall_at_1": 0.3})
-    training.log_epoch(2, {"train_loss": 0.4, "test_recall_at_1": None})
+    training.log_epoch(1, {"epoch": 1, "loss": 0.5, "test_recall_at_1": 0.3})
+    training.log_epoch(2, {"epoch": 2, "loss": 0.4, "test_recall_at_1": None})
     training.log_model(model_file)
     training.finish()
     curves = {"train_loss": [(1, 0.5), (2, 0.4)]}
@@ -72,6 +72,8 @@ def test_one_run_per_result_and_model_logged_once(store):
     assert new.data.params["miner.rho_p"] == "0.4" and new.data.params["eval.recall_at"] == "1,16"
     assert new.data.tags[MODEL_RUN_TAG] == training.run_id
     assert [(m.step, m.value) for m in client.get_metric_history(new.info.run_id, "train_loss")] == [(1, 0.5), (2, 0.4)]
+    live = client.get_metric_history(training.run_id, "test_recall_at_1")
+    assert [(m.step, m.value) for m in live] == [(1, 0.3)]
     assert [a.path for a in client.list_artifacts(new.info.run_id)] == ["plots"]  # no second copy of the model
     assert [a.path for a in client.list_artifacts(training.run_id, "model")] == ["model/model.pt"]
     assert client.get_run(training.run_id).data.metrics["recall_at_1"] == 0.8
