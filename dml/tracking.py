@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -37,6 +38,7 @@ CURVE_METRICS = {
 
 RESULT_TAG = "dml.result_logged"
 MODEL_RUN_TAG = "dml.model_run_id"
+MODEL_FILE_TAG = "dml.model_file"
 
 
 class TrackingError(RuntimeError):
@@ -106,6 +108,30 @@ def _run_name(params: Params) -> str:
     return f"{exp}:{name}" if exp else name
 
 
+def _log_batch(client, run_id: str, params: list | None = None, metrics: list | None = None) -> None:
+    """``log_batch`` within MLflow's per-request limits (100 params, 1000 metrics)."""
+    params, metrics = params or [], metrics or []
+    for start in range(0, len(params), 100):
+        client.log_batch(run_id, params=params[start : start + 100])
+    for start in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[start : start + 1000])
+
+
+def _create_run(client, experiment_id: str, params: Params) -> str:
+    """A new run named after its methods, tagged with commit and DVC experiment, with every
+    param flattened (one batched call)."""
+    from mlflow.entities import Param
+
+    run = client.create_run(experiment_id, tags={**run_tags(), "mlflow.runName": _run_name(params)})
+    _log_batch(client, run.info.run_id, params=[Param(k, str(v)) for k, v in params.flat().items()])
+    return run.info.run_id
+
+
+def _log_model_file(client, run_id: str, path: Path) -> None:
+    client.log_artifact(run_id, str(path), artifact_path="model")
+    client.set_tag(run_id, MODEL_FILE_TAG, f"model/{path.name}")
+
+
 class TrainingRun:
     """The live MLflow run of a training stage."""
 
@@ -120,12 +146,10 @@ class TrainingRun:
             except Exception:  # noqa: BLE001 - a run from another store: start a new one
                 run = None
         if run is None:
-            run = self.client.create_run(self.experiment_id, tags={**run_tags(), "mlflow.runName": _run_name(params)})
-            for key, value in params.flat().items():
-                self.client.log_param(run.info.run_id, key, value)
+            self.run_id = _create_run(self.client, self.experiment_id, params)
         else:
-            self.client.update_run(run.info.run_id, status="RUNNING")
-        self.run_id = run.info.run_id
+            self.run_id = run.info.run_id
+            self.client.update_run(self.run_id, status="RUNNING")
 
     def log_epoch(self, step: int, record: dict[str, Any]) -> None:
         """Log one row of the training curve (keys as in :data:`CURVE_METRICS`; None = not measured)."""
@@ -134,8 +158,7 @@ class TrainingRun:
                 self.client.log_metric(self.run_id, name, float(record[column]), step=step)
 
     def log_model(self, path: Path) -> None:
-        self.client.log_artifact(self.run_id, str(path), artifact_path="model")
-        self.client.set_tag(self.run_id, "dml.model_file", f"model/{path.name}")
+        _log_model_file(self.client, self.run_id, path)
 
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status=status)
@@ -153,6 +176,9 @@ def report_result(
     model_file: Path,
 ) -> dict[str, Any]:
     """Record one pipeline result; see the module docstring for which run it lands in."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
     uri = tracking_uri(params.tracking)
     client = _client(uri)
     experiment_id = _experiment_id(client, params.tracking.experiment, uri)
@@ -167,28 +193,19 @@ def report_result(
         training is not None
         and training.info.experiment_id == experiment_id
         and RESULT_TAG not in training.data.tags
-        and all(training.data.params.get(k, v) == v for k, v in flat.items())
+        and training.data.params == flat  # a param changed since training: a result of its own
     )
     if reuse:
         run_id = training.info.run_id
-        missing = {k: v for k, v in flat.items() if k not in training.data.params}
-        for key, value in missing.items():
-            client.log_param(run_id, key, value)
     else:
-        run_id = client.create_run(experiment_id, tags={**run_tags(), "mlflow.runName": _run_name(params)}).info.run_id
-        for key, value in flat.items():
-            client.log_param(run_id, key, value)
-        for key, points in curves.items():
-            for step, value in points:
-                client.log_metric(run_id, key, value, step=step)
-        if training is not None and "dml.model_file" in training.data.tags:
+        run_id = _create_run(client, experiment_id, params)
+        _log_batch(client, run_id, metrics=[Metric(key, value, now, step) for key, points in curves.items() for step, value in points])
+        if training is not None and MODEL_FILE_TAG in training.data.tags:
             client.set_tag(run_id, MODEL_RUN_TAG, training.info.run_id)
-            client.set_tag(run_id, "dml.model_uri", f"runs:/{training.info.run_id}/{training.data.tags['dml.model_file']}")
+            client.set_tag(run_id, "dml.model_uri", f"runs:/{training.info.run_id}/{training.data.tags[MODEL_FILE_TAG]}")
         elif params.tracking.log_model:
-            client.log_artifact(run_id, str(model_file), artifact_path="model")
-            client.set_tag(run_id, "dml.model_file", f"model/{model_file.name}")
-    for key, value in metrics.items():
-        client.log_metric(run_id, key, float(value))
+            _log_model_file(client, run_id, model_file)
+    _log_batch(client, run_id, metrics=[Metric(key, float(value), now, 0) for key, value in metrics.items()])
     for path in artifacts:
         client.log_artifact(run_id, str(path), artifact_path="plots")
     client.set_tag(run_id, RESULT_TAG, "true")
