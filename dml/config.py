@@ -128,6 +128,9 @@ class TrackingConfig(Section):
     log_model: bool = True
 
 
+TRAINING_SECTIONS = ("model", "loss", "miner", "sampler", "optim", "train")
+
+
 class Params(Section):
     data: DataConfig = DataConfig()
     preprocess: PreprocessConfig = PreprocessConfig()
@@ -151,6 +154,10 @@ class Params(Section):
                 f"sampler.samples_per_class={self.sampler.samples_per_class}"
             )
         return self
+
+    def training_config(self) -> dict[str, dict[str, Any]]:
+        """The sections that shape a trained model (the train stage's params in dvc.yaml)."""
+        return {name: getattr(self, name).model_dump(mode="json") for name in TRAINING_SECTIONS}
 
     def flat(self) -> dict[str, Any]:
         """``{"loss.name": "margin", "eval.recall_at": "1,2,4,8", ...}`` for experiment trackers."""

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dml.data.manifest import DatasetError
+from dml.errors import DatasetError
 
 
 @dataclass(frozen=True)

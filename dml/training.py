@@ -21,15 +21,14 @@ from tqdm import tqdm
 
 from dml.config import Params
 from dml.data.arrays import SplitArrays, Stats
-from dml.io import atomic_file
-from dml.losses import build_loss, loss_param_groups
 from dml.indexing import flat_index
 from dml.inference import embed_arrays
+from dml.io import atomic_file
+from dml.losses import build_loss, loss_param_groups
 from dml.metrics.retrieval import knn_excluding_self, recall_at_k
 from dml.miners import Miner, build_miner
 from dml.models import EmbeddingModel, build_model
 from dml.samplers import RandomSampler, build_sampler
-
 
 # ``optim.name`` in params.yaml -> optimizer class (the loss's own parameters get their own group).
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
@@ -54,8 +53,7 @@ class TrainResult:
 def training_fingerprint(params: Params, stats: Stats) -> str:
     """Identifies a training run: the sections that shape it plus the data it reads. A checkpoint
     is only resumed by a run with the same fingerprint."""
-    sections = {name: getattr(params, name).model_dump(mode="json") for name in ("model", "loss", "miner", "sampler", "optim", "train")}
-    payload = json.dumps({"params": sections, "data": asdict(stats)}, sort_keys=True)
+    payload = json.dumps({"params": params.training_config(), "data": asdict(stats)}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 

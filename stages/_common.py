@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 
 from dml.config import ConfigError, Params, load_params
-from dml.data.manifest import DatasetError
+from dml.errors import DatasetError
 from dml.paths import PARAMS
 from dml.tracking import TrackingError
 

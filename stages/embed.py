@@ -6,10 +6,10 @@ from dml.config import Params
 from dml.data.arrays import load_split
 from dml.data.manifest import SPLITS
 from dml.embeddings import EmbeddingTable, write_embeddings
-from dml.io import atomic_dir
-from dml.paths import EMBEDDINGS, MODEL, PREPROCESSED
 from dml.inference import embed_arrays
+from dml.io import atomic_dir
 from dml.models.checkpoint import load_model
+from dml.paths import EMBEDDINGS, MODEL, PREPROCESSED
 from stages._common import run_stage
 
 

@@ -6,11 +6,16 @@ import faiss
 import numpy as np
 
 from dml.config import Params
-from dml.data.manifest import DatasetError
 from dml.embeddings import read_embeddings
+from dml.errors import DatasetError
 from dml.io import write_json
 from dml.metrics.clustering import nmi
-from dml.metrics.retrieval import knn_excluding_self, map_at_r, neighbours_needed, recall_at_k
+from dml.metrics.retrieval import (
+    knn_excluding_self,
+    map_at_r,
+    neighbours_needed,
+    recall_at_k,
+)
 from dml.paths import EVAL_METRICS, INDEX, embeddings_file
 from stages._common import run_stage
 

@@ -8,8 +8,8 @@ import faiss
 
 from dml.config import Params
 from dml.embeddings import read_embeddings
-from dml.io import atomic_dir, write_json
 from dml.indexing import flat_index
+from dml.io import atomic_dir, write_json
 from dml.paths import INDEX, embeddings_file
 from stages._common import run_stage
 

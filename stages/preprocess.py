@@ -11,7 +11,8 @@ from tqdm import tqdm
 
 from dml.config import Params
 from dml.data.arrays import SplitArrays, Stats, save_split, save_stats
-from dml.data.manifest import SPLITS, DatasetError, read_manifest
+from dml.data.manifest import SPLITS, read_manifest
+from dml.errors import DatasetError
 from dml.io import atomic_dir
 from dml.paths import PREPARED, PREPROCESSED
 from stages._common import run_stage

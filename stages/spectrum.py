@@ -14,7 +14,11 @@ import numpy as np  # noqa: E402
 from dml.config import Params  # noqa: E402
 from dml.embeddings import read_embeddings  # noqa: E402
 from dml.io import atomic_file, write_json  # noqa: E402
-from dml.metrics.embedding_space import embedding_density, singular_values, spectral_decay  # noqa: E402
+from dml.metrics.embedding_space import (  # noqa: E402
+    embedding_density,
+    singular_values,
+    spectral_decay,
+)
 from dml.paths import SPECTRUM_CSV, SPECTRUM_METRICS, SPECTRUM_PNG, embeddings_file  # noqa: E402
 from stages._common import run_stage  # noqa: E402
 

@@ -13,9 +13,17 @@ from dataclasses import asdict, fields
 from dml.config import Params
 from dml.data.arrays import load_split, load_stats
 from dml.io import atomic_file, read_json, write_json
-from dml.paths import CHECKPOINT, CHECKPOINT_RUN, MODEL, PREPROCESSED, TRAIN_CURVE, TRAIN_METRICS, TRAIN_RUN
-from dml.tracking import TrainingRun
 from dml.models.checkpoint import save_model
+from dml.paths import (
+    CHECKPOINT,
+    CHECKPOINT_RUN,
+    MODEL,
+    PREPROCESSED,
+    TRAIN_CURVE,
+    TRAIN_METRICS,
+    TRAIN_RUN,
+)
+from dml.tracking import TrainingRun
 from dml.training import EpochRecord, train
 from stages._common import run_stage
 

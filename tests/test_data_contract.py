@@ -13,8 +13,9 @@ from PIL import Image
 
 from dml.config import parse_params
 from dml.data.arrays import load_split, load_stats
-from dml.data.manifest import DatasetError, read_manifest, write_manifest
+from dml.data.manifest import read_manifest, write_manifest
 from dml.embeddings import EmbeddingTable, read_embeddings, write_embeddings
+from dml.errors import DatasetError
 from dml.io import atomic_dir
 from dml.paths import PREPARED, PREPROCESSED
 from stages.preprocess import preprocess

@@ -12,8 +12,17 @@ import pytest
 
 from dml.indexing import flat_index
 from dml.metrics.clustering import kmeans_assign, nmi
-from dml.metrics.embedding_space import embedding_density, singular_values, spectral_decay
-from dml.metrics.retrieval import knn_excluding_self, map_at_r, neighbours_needed, recall_at_k
+from dml.metrics.embedding_space import (
+    embedding_density,
+    singular_values,
+    spectral_decay,
+)
+from dml.metrics.retrieval import (
+    knn_excluding_self,
+    map_at_r,
+    neighbours_needed,
+    recall_at_k,
+)
 
 
 def _unit(n: int, dim: int, seed: int) -> np.ndarray:

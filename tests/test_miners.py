@@ -12,7 +12,11 @@ import torch.nn.functional as F
 from dml.config import MinerConfig
 from dml.miners import MINERS, Triplets, build_miner, pairwise_distances
 from dml.miners.base import sample_from_mask
-from dml.miners.distance import DistanceWeightedMiner, RhoDistanceMiner, inverse_sphere_density_weights
+from dml.miners.distance import (
+    DistanceWeightedMiner,
+    RhoDistanceMiner,
+    inverse_sphere_density_weights,
+)
 from dml.miners.simple import RandomMiner, SemiHardMiner
 
 LOWER, UPPER = 0.5, 1.4

@@ -9,7 +9,14 @@ import mlflow
 import pytest
 
 from dml.config import parse_params
-from dml.tracking import MODEL_RUN_TAG, TrackingError, TrainingRun, check_reachable, report_result, tracking_uri
+from dml.tracking import (
+    MODEL_RUN_TAG,
+    TrackingError,
+    TrainingRun,
+    check_reachable,
+    report_result,
+    tracking_uri,
+)
 
 
 @pytest.fixture

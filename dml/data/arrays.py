@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dml.data.manifest import DatasetError
+from dml.errors import DatasetError
 
 STATS_NAME = "stats.json"
 

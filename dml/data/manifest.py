@@ -13,6 +13,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dml.errors import DatasetError
+
 MANIFEST_NAME = "manifest.parquet"
 SPLITS = ("train", "test")
 
@@ -25,10 +27,6 @@ SCHEMA = pa.schema(
         pa.field("split", pa.string(), nullable=False),
     ]
 )
-
-
-class DatasetError(ValueError):
-    """A one-line description of what is wrong with a dataset on disk."""
 
 
 def write_manifest(root: Path, columns: dict[str, list], metadata: dict[str, str]) -> Path:

@@ -14,12 +14,14 @@ from dml.models import EmbeddingModel, build_model
 
 
 def save_model(path: Path, model: EmbeddingModel, params: Params, stats: Stats) -> None:
-    """Weights plus what is needed to rebuild the network without params.yaml."""
+    """Weights, the training config they came from, and the data statistics (input
+    normalisation) needed to rebuild the network without params.yaml."""
     with atomic_file(path) as tmp:
         torch.save(
             {
                 "state_dict": model.state_dict(),
                 "model": params.model.model_dump(mode="json"),
+                "training_config": params.training_config(),
                 "stats": asdict(stats),
             },
             tmp,

@@ -1,0 +1,5 @@
+"""User-facing failures that stages report as one line (see stages/_common.py)."""
+
+
+class DatasetError(ValueError):
+    """A one-line description of what is wrong with a dataset or a stage input on disk."""
