@@ -65,6 +65,13 @@ def check_reachable(uri: str) -> None:
             raise TrackingError(f"MLflow tracking store {uri}: folder {folder} is missing or not writable")
 
 
+def _open_store(params: Params) -> tuple[str, Any, str]:
+    """(tracking URI, client, experiment id) for ``params.tracking``; fails fast if unreachable."""
+    uri = tracking_uri(params.tracking)
+    client = _client(uri)
+    return uri, client, _experiment_id(client, params.tracking.experiment, uri)
+
+
 def _client(uri: str):
     import mlflow
 
@@ -136,9 +143,7 @@ class TrainingRun:
     """The live MLflow run of a training stage."""
 
     def __init__(self, params: Params, resume_run_id: str | None = None) -> None:
-        self.uri = tracking_uri(params.tracking)
-        self.client = _client(self.uri)
-        self.experiment_id = _experiment_id(self.client, params.tracking.experiment, self.uri)
+        self.uri, self.client, self.experiment_id = _open_store(params)
         run = None
         if resume_run_id:
             try:
@@ -179,9 +184,7 @@ def report_result(
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    uri = tracking_uri(params.tracking)
-    client = _client(uri)
-    experiment_id = _experiment_id(client, params.tracking.experiment, uri)
+    uri, client, experiment_id = _open_store(params)
     flat = {key: str(value) for key, value in params.flat().items()}
     training = None
     if training_run_id:

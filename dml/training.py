@@ -28,6 +28,7 @@ from dml.losses import build_loss, loss_param_groups
 from dml.metrics.retrieval import knn_excluding_self, recall_at_k
 from dml.miners import Miner, build_miner
 from dml.models import EmbeddingModel, build_model
+from dml.registry import lookup
 from dml.samplers import RandomSampler, build_sampler
 
 # ``optim.name`` in params.yaml -> optimizer class (the loss's own parameters get their own group).
@@ -108,7 +109,7 @@ def build_training(params: Params, train_split: SplitArrays, stats: Stats) -> Tr
     labels_np, num_classes = contiguous_labels(train_split.labels)
     model = build_model(params.model, stats.channels, stats.mean, stats.std)
     criterion = build_loss(params.loss, num_classes)
-    optimizer = OPTIMIZERS[params.optim.name](
+    optimizer = lookup(OPTIMIZERS, "optim.name", params.optim.name)(
         [{"params": model.parameters()}, *loss_param_groups(criterion, params.loss)],
         lr=params.optim.lr,
         weight_decay=params.optim.weight_decay,

@@ -90,3 +90,11 @@ def test_flat_params_for_trackers():
 )
 def test_schema_names_match_registries(config, registry):
     assert set(typing.get_args(config.model_fields["name"].annotation)) == set(registry)
+
+
+def test_registry_lookup_names_the_key_and_choices():
+    """Library callers that bypass the schema still get the one-line error."""
+    from dml.losses import build_loss
+
+    with pytest.raises(ValueError, match=r"^loss.name: unknown 'focal'; expected one of \['margin', 'triplet'\]$"):
+        build_loss(LossConfig.model_construct(name="focal"), num_classes=3)

@@ -12,6 +12,7 @@ from torch import nn
 
 from dml.config import LossConfig
 from dml.losses.triplet_based import MarginLoss, TripletLoss
+from dml.registry import lookup
 
 LOSSES: dict[str, Callable[[LossConfig, int], nn.Module]] = {
     "margin": lambda cfg, num_classes: MarginLoss(num_classes, cfg.margin, cfg.beta, cfg.beta_per_class),
@@ -20,10 +21,7 @@ LOSSES: dict[str, Callable[[LossConfig, int], nn.Module]] = {
 
 
 def build_loss(cfg: LossConfig, num_classes: int) -> nn.Module:
-    try:
-        return LOSSES[cfg.name](cfg, num_classes)
-    except KeyError:
-        raise ValueError(f"loss.name: unknown {cfg.name!r}; expected one of {sorted(LOSSES)}") from None
+    return lookup(LOSSES, "loss.name", cfg.name)(cfg, num_classes)
 
 
 def loss_param_groups(loss: nn.Module, cfg: LossConfig) -> list[dict]:

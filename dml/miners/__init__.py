@@ -8,6 +8,7 @@ from dml.config import MinerConfig
 from dml.miners.base import Miner, Triplets, pairwise_distances
 from dml.miners.distance import DistanceWeightedMiner, RhoDistanceMiner
 from dml.miners.simple import RandomMiner, SemiHardMiner
+from dml.registry import lookup
 
 MINERS: dict[str, Callable[[MinerConfig, int], Miner]] = {
     "random": lambda cfg, seed: RandomMiner(seed=seed),
@@ -18,10 +19,7 @@ MINERS: dict[str, Callable[[MinerConfig, int], Miner]] = {
 
 
 def build_miner(cfg: MinerConfig, seed: int) -> Miner:
-    try:
-        return MINERS[cfg.name](cfg, seed)
-    except KeyError:
-        raise ValueError(f"miner.name: unknown {cfg.name!r}; expected one of {sorted(MINERS)}") from None
+    return lookup(MINERS, "miner.name", cfg.name)(cfg, seed)
 
 
 __all__ = ["MINERS", "Miner", "Triplets", "build_miner", "pairwise_distances"]

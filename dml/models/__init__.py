@@ -10,6 +10,7 @@ from dml.config import ModelConfig
 from dml.models.base import EmbeddingModel
 from dml.models.resnet import resnet50_features
 from dml.models.small_cnn import small_cnn_features
+from dml.registry import lookup
 
 FeatureBuilder = Callable[[int, bool], tuple[nn.Module, int]]
 
@@ -25,11 +26,7 @@ MODELS: dict[str, FeatureBuilder] = {
 
 
 def build_model(cfg: ModelConfig, in_channels: int, mean: Sequence[float], std: Sequence[float]) -> EmbeddingModel:
-    try:
-        builder = MODELS[cfg.name]
-    except KeyError:
-        raise ValueError(f"model.name: unknown {cfg.name!r}; expected one of {sorted(MODELS)}") from None
-    features, feature_dim = builder(in_channels, cfg.pretrained)
+    features, feature_dim = lookup(MODELS, "model.name", cfg.name)(in_channels, cfg.pretrained)
     return EmbeddingModel(features, feature_dim, cfg.embed_dim, mean, std, freeze_bn=cfg.freeze_bn)
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from dml.config import SamplerConfig
+from dml.registry import lookup
 
 
 class RandomSampler:
@@ -58,10 +59,7 @@ SAMPLERS: dict[str, Callable[[SamplerConfig, np.ndarray, int], RandomSampler]] =
 
 
 def build_sampler(cfg: SamplerConfig, labels: np.ndarray, batch_size: int) -> RandomSampler:
-    try:
-        return SAMPLERS[cfg.name](cfg, labels, batch_size)
-    except KeyError:
-        raise ValueError(f"sampler.name: unknown {cfg.name!r}; expected one of {sorted(SAMPLERS)}") from None
+    return lookup(SAMPLERS, "sampler.name", cfg.name)(cfg, labels, batch_size)
 
 
 __all__ = ["SAMPLERS", "ClassBalancedSampler", "RandomSampler", "build_sampler"]
