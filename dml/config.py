@@ -101,19 +101,46 @@ class EmbedConfig(Section):
 
 
 class IndexConfig(Section):
-    type: Literal["flat"] = "flat"
-    metric: Literal["ip", "l2"] = "ip"
+    """The retrieval gallery's FAISS index (see dml/indexing.py)."""
+
+    type: Literal["flat", "ivf", "hnsw"] = Field("flat", description="flat = exact search; ivf / hnsw = approximate")
+    metric: Literal["ip", "l2"] = Field("ip", description="ip = cosine for L2-normalised embeddings; both rank them alike")
+    nlist: int = Field(64, ge=1, description="ivf: number of k-means cells")
+    nprobe: int = Field(8, ge=1, description="ivf: cells visited per query")
+    hnsw_m: int = Field(32, ge=2, description="hnsw: graph links per node (FAISS's M)")
+    ef_construction: int = Field(40, ge=1, description="hnsw: candidate list size while building")
+    ef_search: int = Field(64, ge=1, description="hnsw: candidate list size per query (efSearch)")
+    pq_m: int = Field(0, ge=0, description="ivf/hnsw: product-quantiser sub-vectors; 0 = store full vectors")
+    pq_nbits: int = Field(8, ge=1, le=16, description="bits per product-quantiser code")
+    seed: int = Field(0, description="seed of the ivf / pq k-means training")
+    deterministic: bool = Field(True, description="hnsw: build on one thread so the graph is reproducible")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> IndexConfig:
+        if self.type == "flat" and self.pq_m:
+            raise ValueError("index.pq_m: product quantisation needs type ivf or hnsw (flat is exact search)")
+        if self.type == "ivf" and self.nprobe > self.nlist:
+            raise ValueError(f"index.nprobe: {self.nprobe} exceeds index.nlist={self.nlist}")
+        return self
 
 
 class EvalConfig(Section):
-    recall_at: tuple[int, ...] = Field((1, 2, 4, 8), min_length=1)
+    """What the evaluator computes (see dml/evaluation.py and the metric table in the README)."""
+
+    recall_at: tuple[int, ...] = Field((1, 2, 4, 8), min_length=1, description="Recall@k for each k")
+    map_at: tuple[int, ...] = Field((1000,), description="mAP@K for each K (mAP@1000 in the paper)")
+    clustering: bool = Field(True, description="k-means with k = number of classes, scored by NMI and F1")
     kmeans_seed: int = 0
     kmeans_iters: int = Field(20, ge=1)
+    search: Literal["index", "exact"] = Field("index", description="neighbours from the built index or brute force")
+    agreement_sample: int = Field(1000, ge=0, description="queries on which an approximate index is checked against exact search")
+    block_size: int = Field(4096, ge=1, description="queries per search block (memory: block x k ids)")
 
     @model_validator(mode="after")
     def _positive_ks(self) -> EvalConfig:
-        if any(k < 1 for k in self.recall_at):
-            raise ValueError("eval.recall_at: every k must be >= 1")
+        for key in ("recall_at", "map_at"):
+            if any(k < 1 for k in getattr(self, key)):
+                raise ValueError(f"eval.{key}: every k must be >= 1")
         return self
 
 
@@ -153,6 +180,12 @@ class Params(Section):
                 f"train.batch_size: {self.train.batch_size} is not a multiple of "
                 f"sampler.samples_per_class={self.sampler.samples_per_class}"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _pq_fits_embedding(self) -> Params:
+        if self.index.pq_m and self.model.embed_dim % self.index.pq_m:
+            raise ValueError(f"index.pq_m: {self.index.pq_m} does not divide model.embed_dim={self.model.embed_dim}")
         return self
 
     def training_config(self) -> dict[str, dict[str, Any]]:

@@ -1,13 +1,146 @@
-"""FAISS indexes over embedding tables (the index stage grows ANN types here)."""
+"""FAISS indexes over embedding tables, and the blocked k-nearest-neighbour search that every
+retrieval metric is computed from.
+
+Index types (``index.type`` in params.yaml): ``flat`` (exact), ``ivf`` (inverted lists over a
+k-means partition, ``nprobe`` cells visited per query) and ``hnsw`` (navigable small-world
+graph, ``ef_search`` candidates per query); ``pq_m > 0`` stores ivf/hnsw vectors as product-
+quantiser codes instead of full floats. They are built through ``faiss.index_factory`` and
+tuned through ``faiss.ParameterSpace``, FAISS's own names for the same choices.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
+
 import faiss
 import numpy as np
+from tqdm import tqdm
+
+from dml.config import ConfigError, IndexConfig
+
+FAISS_METRICS = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
+
+# (queries (b x d), k) -> gallery ids (b x k), -1 where fewer than k were found
+Searcher = Callable[[np.ndarray, int], np.ndarray]
 
 
-def flat_index(vectors: np.ndarray, metric: str = "ip") -> faiss.Index:
-    """Exact FAISS index; for L2-normalised vectors inner product and L2 rank identically."""
-    index = faiss.IndexFlatIP(vectors.shape[1]) if metric == "ip" else faiss.IndexFlatL2(vectors.shape[1])
-    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+def factory_string(cfg: IndexConfig) -> str:
+    """The ``faiss.index_factory`` description of an index config, e.g. ``IVF64,PQ16x8``."""
+    codes = f"PQ{cfg.pq_m}x{cfg.pq_nbits}" if cfg.pq_m else "Flat"
+    if cfg.type == "flat":
+        return "Flat"
+    if cfg.type == "ivf":
+        return f"IVF{cfg.nlist},{codes}"
+    return f"HNSW{cfg.hnsw_m}_{codes}" if cfg.pq_m else f"HNSW{cfg.hnsw_m},Flat"
+
+
+def search_parameters(cfg: IndexConfig) -> str:
+    """Query-time knobs in ``faiss.ParameterSpace`` syntax (empty for exact search)."""
+    return {"flat": "", "ivf": f"nprobe={cfg.nprobe}", "hnsw": f"efSearch={cfg.ef_search}"}[cfg.type]
+
+
+@contextlib.contextmanager
+def faiss_threads(threads: int | None) -> Iterator[None]:
+    """Run FAISS with ``threads`` OpenMP threads inside the block (None: leave as is)."""
+    if threads is None:
+        yield
+        return
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(threads)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+def build_index(vectors: np.ndarray, cfg: IndexConfig) -> faiss.Index:
+    """Train (ivf, pq) and fill an index over ``vectors`` as ``cfg`` describes.
+
+    HNSW insertion order depends on thread scheduling, so with ``cfg.deterministic`` the graph is
+    built on one thread: same embeddings, same graph, same metrics."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    n, dim = vectors.shape
+    if cfg.type == "ivf" and cfg.nlist > n:
+        raise ConfigError(f"params.yaml: index.nlist: {cfg.nlist} cells for only {n} vectors; use at most {n}")
+    if cfg.pq_m and dim % cfg.pq_m:
+        raise ConfigError(f"params.yaml: index.pq_m: {cfg.pq_m} does not divide the embedding dimension {dim}")
+    if cfg.pq_m and cfg.type == "ivf" and 2**cfg.pq_nbits > n:
+        raise ConfigError(f"params.yaml: index.pq_nbits: {2**cfg.pq_nbits} centroids per sub-quantiser for only {n} vectors")
+    index = faiss.index_factory(dim, factory_string(cfg), FAISS_METRICS[cfg.metric])
+    if cfg.type == "ivf":
+        ivf = faiss.extract_index_ivf(index)
+        ivf.cp.seed = cfg.seed
+        if cfg.pq_m:
+            ivf.pq.cp.seed = cfg.seed
+    if cfg.type == "hnsw":
+        index.hnsw.efConstruction = cfg.ef_construction
+    with faiss_threads(1 if cfg.type == "hnsw" and cfg.deterministic else None):
+        if not index.is_trained:
+            index.train(vectors)
+        index.add(vectors)
+    configure_search(index, cfg)
     return index
+
+
+def configure_search(index: faiss.Index, cfg: IndexConfig) -> None:
+    """Apply the query-time parameters (nprobe, efSearch); they are not stored in index files."""
+    if parameters := search_parameters(cfg):
+        faiss.ParameterSpace().set_index_parameters(index, parameters)
+
+
+def is_exact(index: faiss.Index) -> bool:
+    return isinstance(index, faiss.IndexFlat)
+
+
+def metric_name(index: faiss.Index) -> str:
+    return {v: k for k, v in FAISS_METRICS.items()}[index.metric_type]
+
+
+def exact_searcher(gallery: np.ndarray, metric: str) -> Searcher:
+    """Brute-force search with ``faiss.knn``: the same BLAS kernels as ``IndexFlat``, without
+    copying the gallery into an index."""
+    gallery = np.ascontiguousarray(gallery, dtype=np.float32)
+    return lambda queries, k: faiss.knn(queries, gallery, k, metric=FAISS_METRICS[metric])[1]
+
+
+def index_searcher(index: faiss.Index) -> Searcher:
+    return lambda queries, k: index.search(queries, k)[1]
+
+
+def search_neighbours(
+    search: Searcher,
+    queries: np.ndarray,
+    k: int,
+    *,
+    exclude_self: bool,
+    block_size: int = 4096,
+    progress: bool = False,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """The ``k`` nearest gallery ids of every query, block by block: yields ``(start, ids)`` with
+    ``ids`` of shape (block, k), so memory stays at block x k whatever the gallery size.
+
+    ``exclude_self``: the queries *are* the gallery (query i is gallery item i). The query is
+    removed by index, not by distance, so an exact duplicate of the query still counts as a
+    neighbour: search k + 1 and drop the query's own id, or the last hit when the query is not
+    among them (more than k duplicates, or an approximate index that missed it)."""
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    width = k + 1 if exclude_self else k
+    blocks = range(0, len(queries), block_size)
+    with tqdm(total=len(queries), unit="query", disable=not progress, file=sys.stderr, mininterval=1.0) as bar:
+        for start in blocks:
+            found = search(queries[start:start + block_size], width)
+            if exclude_self:
+                found = _drop_self(found, np.arange(start, start + len(found)))
+            bar.update(len(found))
+            yield start, found
+
+
+def _drop_self(found: np.ndarray, own_ids: np.ndarray) -> np.ndarray:
+    rows = np.arange(len(found))
+    is_self = found == own_ids[:, None]
+    drop = np.where(is_self.any(1), is_self.argmax(1), found.shape[1] - 1)
+    keep = np.ones(found.shape, dtype=bool)
+    keep[rows, drop] = False
+    return found[keep].reshape(len(found), found.shape[1] - 1)
