@@ -70,7 +70,7 @@ def build_index(vectors: np.ndarray, cfg: IndexConfig) -> faiss.Index:
         raise ConfigError(f"params.yaml: index.pq_nbits: {2**cfg.pq_nbits} centroids per sub-quantiser for only {n} vectors")
     index = faiss.index_factory(dim, factory_string(cfg), FAISS_METRICS[cfg.metric])
     if cfg.type == "ivf":
-        ivf = faiss.extract_index_ivf(index)
+        ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
         ivf.cp.seed = cfg.seed
         if cfg.pq_m:
             ivf.pq.cp.seed = cfg.seed

@@ -47,17 +47,38 @@ def _module_file(module: str) -> str:
     return str(path) if (ROOT / path).is_dir() else f"{path}.py"
 
 
+def _imported_closure(path: Path) -> set[str]:
+    """Library modules a stage file imports, directly or through other library modules."""
+    seen: set[str] = set()
+    todo = list(_project_modules(path))
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        file = ROOT / _module_file(module)
+        sources = sorted(file.glob("*.py")) if file.is_dir() else [file]
+        for source in sources:
+            todo.extend(_project_modules(source) - seen)
+    return seen
+
+
 # Modules a stage may use without declaring them: schema/paths/IO helpers whose changes never
 # change results (params values are tracked through `params`), and tracking for train (its
 # live curves are not an output).
 UNDECLARED_OK = {"dml.config", "dml.paths", "dml.io", "dml.errors", "dml.tracking"}
+# Per stage: train searches neighbours only for the per-epoch test Recall@1 monitoring curve,
+# which never feeds back into the model, so editing the search code must not retrain.
+STAGE_UNDECLARED_OK = {"train": {"dml.indexing"}}
 
 
 def test_stage_imports_are_declared_deps():
-    """A stage's direct imports of the library are in its deps (so editing them reruns it)."""
+    """A stage's library imports, followed through the library, are in its deps (so editing any
+    code that shapes a stage's output reruns it)."""
     for name, stage in STAGES.items():
         deps = _paths(stage["deps"])
-        for module in _project_modules(ROOT / "stages" / f"{name}.py") - UNDECLARED_OK:
+        allowed = UNDECLARED_OK | STAGE_UNDECLARED_OK.get(name, set())
+        for module in _imported_closure(ROOT / "stages" / f"{name}.py") - allowed:
             file = _module_file(module)
             covered = any(file == dep or file.startswith(dep.rstrip("/") + "/") for dep in deps)
             assert covered, f"stage {name} imports {module} but dvc.yaml does not list {file}"

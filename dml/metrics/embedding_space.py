@@ -21,26 +21,36 @@ def spectral_decay(embeddings: np.ndarray, skip_largest: int = 0) -> float:
     return float(np.sum(uniform * np.log(uniform / s)))
 
 
-def embedding_density(embeddings: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """pi_intra: mean pairwise distance within a class, averaged over classes; pi_inter: mean
-    pairwise distance between the L2-normalised class centres; pi_ratio = pi_intra / pi_inter."""
+def embedding_density(embeddings: np.ndarray, labels: np.ndarray, block_size: int = 2048) -> dict[str, float]:
+    """pi_intra: mean pairwise distance within a class, averaged over classes with two or more
+    members; pi_inter: mean pairwise distance between the L2-normalised class centres;
+    pi_ratio = pi_intra / pi_inter. Distances are computed in blocks, so 11k classes (SOP) never
+    build an 11k x 11k matrix."""
     embeddings = np.asarray(embeddings, dtype=np.float64)
-    classes = np.unique(labels)
-    intra = []
-    centres = []
-    for c in classes:
-        members = embeddings[labels == c]
-        centres.append(members.mean(0))
-        if len(members) > 1:
-            d = _pairwise(members)
-            intra.append(d[np.triu_indices(len(members), 1)].mean())
-    centres_arr = np.stack(centres)
-    centres_arr /= np.linalg.norm(centres_arr, axis=1, keepdims=True).clip(1e-12)
-    inter = _pairwise(centres_arr)[np.triu_indices(len(classes), 1)].mean()
+    order = np.argsort(labels, kind="stable")
+    _, starts, counts = np.unique(np.asarray(labels)[order], return_index=True, return_counts=True)
+    grouped = embeddings[order]
+    centres = np.add.reduceat(grouped, starts, axis=0) / counts[:, None]
+    intra = [
+        _mean_pairwise(grouped[start:start + count], block_size)
+        for start, count in zip(starts, counts)
+        if count > 1
+    ]
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True).clip(1e-12)
     pi_intra = float(np.mean(intra))
-    return {"pi_intra": pi_intra, "pi_inter": float(inter), "pi_ratio": pi_intra / float(inter)}
+    pi_inter = _mean_pairwise(centres, block_size)
+    return {"pi_intra": pi_intra, "pi_inter": pi_inter, "pi_ratio": pi_intra / pi_inter}
 
 
-def _pairwise(x: np.ndarray) -> np.ndarray:
+def _mean_pairwise(x: np.ndarray, block_size: int) -> float:
+    """Mean Euclidean distance over the unordered pairs of rows of x, block by block."""
+    n = len(x)
     sq = (x * x).sum(1)
-    return np.sqrt(np.clip(sq[:, None] + sq[None, :] - 2 * x @ x.T, 0, None))
+    total = 0.0
+    for start in range(0, n, block_size):
+        rows = slice(start, start + block_size)
+        d = np.sqrt(np.clip(sq[rows, None] + sq[None, :] - 2 * x[rows] @ x.T, 0, None))
+        # keep pairs (i, j) with j > i only
+        upper = np.arange(n)[None, :] > np.arange(start, min(start + block_size, n))[:, None]
+        total += float(d[upper].sum())
+    return total / (n * (n - 1) / 2)
