@@ -104,14 +104,19 @@ class IndexConfig(Section):
     """The retrieval gallery's FAISS index (see dml/indexing.py)."""
 
     type: Literal["flat", "ivf", "hnsw"] = Field("flat", description="flat = exact search; ivf / hnsw = approximate")
-    metric: Literal["ip", "l2"] = Field("ip", description="ip = cosine for L2-normalised embeddings; both rank them alike")
+    metric: Literal["ip", "l2"] = Field(
+        "l2", description="l2 | ip (cosine for L2-normalised embeddings, the same ranking); FAISS orders exact l2 ties by id"
+    )
     nlist: int = Field(64, ge=1, description="ivf: number of k-means cells")
     nprobe: int = Field(8, ge=1, description="ivf: cells visited per query")
     hnsw_m: int = Field(32, ge=2, description="hnsw: graph links per node (FAISS's M)")
     ef_construction: int = Field(40, ge=1, description="hnsw: candidate list size while building")
     ef_search: int = Field(64, ge=1, description="hnsw: candidate list size per query (efSearch)")
     pq_m: int = Field(0, ge=0, description="ivf/hnsw: product-quantiser sub-vectors; 0 = store full vectors")
-    pq_nbits: int = Field(8, ge=1, le=16, description="bits per product-quantiser code")
+    pq_nbits: int = Field(8, ge=1, le=16, description="bits per product-quantiser code; 4 = SIMD fast-scan for ivf")
+    refine_factor: int = Field(
+        0, ge=0, description="with pq: re-rank k x refine_factor candidates by exact distance (keeps the full vectors too); 0 = off"
+    )
     seed: int = Field(0, description="seed of the ivf / pq k-means training")
     deterministic: bool = Field(True, description="hnsw: build on one thread so the graph is reproducible")
 
@@ -119,6 +124,8 @@ class IndexConfig(Section):
     def _consistent(self) -> IndexConfig:
         if self.type == "flat" and self.pq_m:
             raise ValueError("index.pq_m: product quantisation needs type ivf or hnsw (flat is exact search)")
+        if self.refine_factor and not self.pq_m:
+            raise ValueError("index.refine_factor: re-ranking needs product-quantised codes (index.pq_m > 0)")
         if self.type == "ivf" and self.nprobe > self.nlist:
             raise ValueError(f"index.nprobe: {self.nprobe} exceeds index.nlist={self.nlist}")
         return self

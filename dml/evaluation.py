@@ -43,7 +43,7 @@ def evaluate_embeddings(
     *,
     cfg: EvalConfig = EvalConfig(),
     index: faiss.Index | None = None,
-    metric: str = "ip",
+    metric: str = "l2",
     progress: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> Evaluation:

@@ -27,18 +27,23 @@ Searcher = Callable[[np.ndarray, int], np.ndarray]
 
 
 def factory_string(cfg: IndexConfig) -> str:
-    """The ``faiss.index_factory`` description of an index config, e.g. ``IVF64,PQ16x8``."""
-    codes = f"PQ{cfg.pq_m}x{cfg.pq_nbits}" if cfg.pq_m else "Flat"
+    """The ``faiss.index_factory`` description of an index config, e.g. ``IVF64,PQ16x4fs,RFlat``
+    (4-bit IVF codes use FAISS's SIMD fast-scan; ``RFlat`` re-ranks with the exact vectors)."""
     if cfg.type == "flat":
         return "Flat"
+    refine = ",RFlat" if cfg.refine_factor else ""
     if cfg.type == "ivf":
-        return f"IVF{cfg.nlist},{codes}"
-    return f"HNSW{cfg.hnsw_m}_{codes}" if cfg.pq_m else f"HNSW{cfg.hnsw_m},Flat"
+        codes = f"PQ{cfg.pq_m}x{cfg.pq_nbits}{'fs' if cfg.pq_nbits == 4 else ''}" if cfg.pq_m else "Flat"
+        return f"IVF{cfg.nlist},{codes}{refine}"
+    return f"HNSW{cfg.hnsw_m}_PQ{cfg.pq_m}x{cfg.pq_nbits}{refine}" if cfg.pq_m else f"HNSW{cfg.hnsw_m},Flat"
 
 
 def search_parameters(cfg: IndexConfig) -> str:
     """Query-time knobs in ``faiss.ParameterSpace`` syntax (empty for exact search)."""
-    return {"flat": "", "ivf": f"nprobe={cfg.nprobe}", "hnsw": f"efSearch={cfg.ef_search}"}[cfg.type]
+    knobs = {"flat": [], "ivf": [f"nprobe={cfg.nprobe}"], "hnsw": [f"efSearch={cfg.ef_search}"]}[cfg.type]
+    if cfg.refine_factor:
+        knobs.append(f"k_factor_rf={cfg.refine_factor}")
+    return ",".join(knobs)
 
 
 @contextlib.contextmanager
@@ -68,20 +73,39 @@ def build_index(vectors: np.ndarray, cfg: IndexConfig) -> faiss.Index:
         raise ConfigError(f"params.yaml: index.pq_m: {cfg.pq_m} does not divide the embedding dimension {dim}")
     if cfg.pq_m and cfg.type == "ivf" and 2**cfg.pq_nbits > n:
         raise ConfigError(f"params.yaml: index.pq_nbits: {2**cfg.pq_nbits} centroids per sub-quantiser for only {n} vectors")
-    index = faiss.index_factory(dim, factory_string(cfg), FAISS_METRICS[cfg.metric])
+    index = _new_index(dim, cfg)
     if cfg.type == "ivf":
         ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
         ivf.cp.seed = cfg.seed
         if cfg.pq_m:
             ivf.pq.cp.seed = cfg.seed
     if cfg.type == "hnsw":
-        index.hnsw.efConstruction = cfg.ef_construction
+        _hnsw_of(index).hnsw.efConstruction = cfg.ef_construction
     with faiss_threads(1 if cfg.type == "hnsw" and cfg.deterministic else None):
         if not index.is_trained:
             index.train(vectors)
         index.add(vectors)
     configure_search(index, cfg)
     return index
+
+
+def _new_index(dim: int, cfg: IndexConfig) -> faiss.Index:
+    metric = FAISS_METRICS[cfg.metric]
+    if cfg.type == "hnsw" and cfg.pq_m:
+        # index_factory("HNSW.._PQ..") ignores the metric (FAISS 1.15); the constructor keeps it.
+        index = faiss.IndexHNSWPQ(dim, cfg.pq_m, cfg.hnsw_m, cfg.pq_nbits, metric)
+        if cfg.refine_factor:
+            index = faiss.IndexRefineFlat(index)
+    else:
+        index = faiss.index_factory(dim, factory_string(cfg), metric)
+    if index.metric_type != metric:
+        raise RuntimeError(f"FAISS built a {factory_string(cfg)} index with metric {index.metric_type}, not {cfg.metric}")
+    return index
+
+
+def _hnsw_of(index: faiss.Index) -> faiss.Index:
+    """The HNSW index itself, also when wrapped for re-ranking."""
+    return faiss.downcast_index(index.base_index) if isinstance(index, faiss.IndexRefine) else index
 
 
 def configure_search(index: faiss.Index, cfg: IndexConfig) -> None:

@@ -14,6 +14,7 @@ from dml.io import atomic_file, read_json, write_json  # noqa: E402
 from dml.paths import (  # noqa: E402
     CURVE_PNG,
     EVAL_METRICS,
+    INDEX_META,
     MODEL,
     REPORT,
     SPECTRUM_METRICS,
@@ -54,10 +55,12 @@ def plot_curves(curves: dict[str, list[tuple[int, float]]]) -> None:
 
 def report(params: Params) -> None:
     metrics: dict[str, float] = {}
-    for path in (EVAL_METRICS, SPECTRUM_METRICS, TRAIN_METRICS):
+    # index/meta.json's numbers (build seconds, ms per query, bytes, ...) as index_*: index types
+    # are compared side by side in MLflow like any other ablation.
+    for path, prefix in ((EVAL_METRICS, ""), (SPECTRUM_METRICS, ""), (TRAIN_METRICS, ""), (INDEX_META, "index_")):
         for key, value in read_json(path).items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
-                metrics[key] = value
+                metrics[prefix + key] = value
     curves = read_curves()
     plot_curves(curves)
     training_run = read_json(TRAIN_RUN).get("run_id") if TRAIN_RUN.is_file() else None

@@ -1,33 +1,47 @@
-"""Evaluation metrics (dml/metrics, dml/indexing): retrieval against brute-force numpy and
-pytorch-metric-learning's AccuracyCalculator, NMI against scikit-learn and the entropy formula,
-spectral decay against the KL formula on known spectra, embedding density against loops."""
+"""Evaluation metrics (dml/metrics, dml/indexing): kNN search and retrieval scores against
+brute-force numpy and pytorch-metric-learning's AccuracyCalculator, NMI and pair F1 against
+scikit-learn, the entropy formula and pair loops, spectral decay against the KL formula on known
+spectra, embedding density against loops. The evaluator as a whole: tests/test_evaluation.py."""
 
 from __future__ import annotations
 
 import itertools
 import math
 
+import faiss
 import numpy as np
 import pytest
 
-from dml.indexing import flat_index
-from dml.metrics.clustering import kmeans_assign, nmi
+from dml.indexing import exact_searcher, search_neighbours
+from dml.metrics.clustering import (
+    cluster_and_score,
+    clustering_scores,
+    kmeans_assign,
+    pair_f1,
+)
 from dml.metrics.embedding_space import (
     embedding_density,
     singular_values,
     spectral_decay,
 )
 from dml.metrics.retrieval import (
-    knn_excluding_self,
-    map_at_r,
+    RetrievalScores,
     neighbours_needed,
-    recall_at_k,
+    relevant_counts,
+    retrieval_scores,
 )
 
 
 def _unit(n: int, dim: int, seed: int) -> np.ndarray:
     x = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
     return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _knn(x: np.ndarray, k: int, metric: str = "ip", block_size: int = 4096) -> np.ndarray:
+    """All blocks of ``search_neighbours`` over exact search, self excluded, stacked."""
+    blocks = list(search_neighbours(exact_searcher(x, metric), x, k, exclude_self=True, block_size=block_size))
+    assert [start for start, _ in blocks] == list(range(0, len(x), block_size))
+    return np.concatenate([ids for _, ids in blocks])
 
 
 def _bruteforce_neighbours(x: np.ndarray, k: int) -> np.ndarray:
@@ -59,29 +73,48 @@ def _bruteforce_map_at_r(neighbour_labels: np.ndarray, labels: np.ndarray) -> fl
     return float(np.mean(scores))
 
 
+def _scores(neighbour_labels, labels, recall_at=(1,), map_at=()) -> dict[str, float]:
+    """retrieval_scores with the same-set R (class size - 1) of ``labels``."""
+    return retrieval_scores(neighbour_labels, labels, relevant_counts(labels, labels, True), recall_at, map_at)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_faiss_thread():
+    """FAISS on one OpenMP thread: these searches are tiny, and on a shared 2-core machine
+    spinning threads cost more than they save. Every assertion holds with 1 or 2 threads."""
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(before)
+
+
 # --------------------------------------------------------------------------- kNN
 
 
 @pytest.mark.parametrize("metric", ["ip", "l2"])
-def test_knn_excluding_self_matches_bruteforce(metric):
+@pytest.mark.parametrize("block_size", [7, 4096])
+def test_search_neighbours_excluding_self_matches_bruteforce(metric, block_size):
     """Reference: brute-force numpy neighbours (float64 distances, query removed) on tie-free random
-    unit vectors, for which inner product and L2 rank identically."""
+    unit vectors, for which inner product and L2 rank identically; in blocks of 7 queries (FAISS's
+    non-BLAS path) and in one block."""
     x = _unit(60, 8, 0)
     for k in (1, 5, 20, 59):
-        got = knn_excluding_self(flat_index(x, metric), x, k)
+        got = _knn(x, k, metric, block_size)
         np.testing.assert_array_equal(got, _bruteforce_neighbours(x, k))
 
 
-def test_knn_excluding_self_k_clipped_to_n_minus_1():
+def test_search_neighbours_beyond_n_minus_1_pads_with_minus_one():
     """Reference: by definition at most N - 1 other samples exist: k = 100 on N = 7 returns the
-    6 others, ordered as brute force."""
+    6 others, ordered as brute force, then -1 (FAISS's "no neighbour") in the remaining 94 columns."""
     x = _unit(7, 3, 1)
-    got = knn_excluding_self(flat_index(x), x, 100)
-    np.testing.assert_array_equal(got, _bruteforce_neighbours(x, 6))
+    got = _knn(x, 100)
+    assert got.shape == (7, 100)
+    np.testing.assert_array_equal(got[:, :6], _bruteforce_neighbours(x, 6))
+    assert np.all(got[:, 6:] == -1)
 
 
 @pytest.mark.parametrize("metric", ["ip", "l2"])
-def test_knn_excluding_self_removes_query_by_index_with_duplicates(metric):
+def test_search_neighbours_removes_query_by_index_with_duplicates(metric):
     """Reference: brute force with the query removed by index. Sample 0 has 1 exact duplicate (5),
     sample 1 has 4 (6..9, more than k = 2): the duplicates are neighbours at distance 0, the query
     itself never is, and the distance profile equals brute force (tie-order independent)."""
@@ -89,7 +122,7 @@ def test_knn_excluding_self_removes_query_by_index_with_duplicates(metric):
     x[5] = x[0]
     x[6:10] = x[1]
     k = 2
-    got = knn_excluding_self(flat_index(x, metric), x, k)
+    got = _knn(x, k, metric, block_size=8)
     assert np.all(got != np.arange(30)[:, None])
     assert got[0, 0] == 5 and got[5, 0] == 0
     assert set(got[1].tolist()) <= {6, 7, 8, 9} and len(set(got[1].tolist())) == 2
@@ -102,15 +135,51 @@ def test_knn_excluding_self_removes_query_by_index_with_duplicates(metric):
     np.testing.assert_allclose(np.take_along_axis(d, got, axis=1), expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("block_size", [7, 4096])
+def test_search_neighbours_l2_orders_exact_ties_by_gallery_index(block_size):
+    """Reference: brute-force numpy ranking (float64 squared distances, query removed by index,
+    stable argsort, i.e. ties ordered by gallery index) on a 4 x 4 x 4 integer grid with 240 points:
+    almost every distance is tied and every point has exact duplicates. Integer coordinates make
+    the float32 distances exact, so FAISS's L2 kernels (the non-BLAS one for blocks under 20
+    queries, the BLAS one otherwise; the heap for k < 100 and the reservoir for k >= 100) must
+    reproduce the stable order exactly. (FAISS's inner-product search does *not* order ties by
+    index; see tests/test_evaluation.py.)"""
+    x = np.random.default_rng(4).integers(0, 4, size=(240, 3)).astype(np.float32)
+    xd = x.astype(np.float64)
+    d = ((xd[:, None] - xd[None]) ** 2).sum(2)
+    np.fill_diagonal(d, np.inf)
+    reference = np.argsort(d, axis=1, kind="stable")
+    for k in (1, 3, 50, 150, 239):
+        np.testing.assert_array_equal(_knn(x, k, "l2", block_size), reference[:, :k], err_msg=f"k={k}")
+
+
 # --------------------------------------------------------------------------- Recall@k
 
 
 def test_recall_at_k_hand_computed():
     """Reference: by hand: first same-class hit at rank 1, 3, none, 2 -> R@1 = 1/4, R@2 = 2/4,
-    R@3 = R@4 = 3/4."""
+    R@3 = R@4 = 3/4; P@1 = rel_1 = 1/4."""
     labels = np.array([0, 1, 2, 3])
     nl = np.array([[0, 9, 9, 9], [9, 9, 1, 1], [9, 9, 9, 9], [9, 3, 9, 3]])
-    assert recall_at_k(nl, labels, [1, 2, 3, 4]) == {1: 0.25, 2: 0.5, 3: 0.75, 4: 0.75}
+    got = retrieval_scores(nl, labels, np.array([1, 2, 1, 2]), recall_at=[1, 2, 3, 4])
+    assert {k: got[f"recall_at_{k}"] for k in (1, 2, 3, 4)} == {1: 0.25, 2: 0.5, 3: 0.75, 4: 0.75}
+    assert got["precision_at_1"] == 0.25
+
+
+def test_recall_at_k_beyond_list_width_counts_only_found_hits():
+    """Reference: by hand: Recall@k is 1 only if a relevant item is among the neighbours found. With
+    4 listed neighbours per query (what an approximate index returns when it finds no more), query 2
+    has no relevant one, so Recall@8 = Recall@4 = 3/4, not 1; a missing neighbour (valid = False,
+    FAISS id -1) is never a hit, even when its placeholder label matches."""
+    labels = np.array([0, 1, 2, 3])
+    nl = np.array([[0, 9, 9, 9], [9, 9, 1, 1], [9, 9, 9, 9], [9, 3, 9, 3]])
+    got = retrieval_scores(nl, labels, np.array([1, 2, 1, 2]), recall_at=[4, 8])
+    assert got["recall_at_4"] == 0.75
+    assert got["recall_at_8"] == 0.75
+    valid = np.ones_like(nl, dtype=bool)
+    valid[3, 1:] = False  # query 3's only hits are at missing positions
+    got = retrieval_scores(nl, labels, np.array([1, 2, 1, 2]), recall_at=[4], valid=valid)
+    assert got["recall_at_4"] == 0.5
 
 
 @pytest.mark.parametrize("metric", ["ip", "l2"])
@@ -125,11 +194,12 @@ def test_recall_at_k_matches_bruteforce_with_duplicates(metric):
     x = np.concatenate([base, base[src]])
     labels = np.concatenate([labels, labels[src]])
     ks = [1, 2, 4, 8, 16]
-    nb = knn_excluding_self(flat_index(x, metric), x, max(ks))
-    got = recall_at_k(labels[nb], labels, ks)
+    relevant = relevant_counts(labels, labels, True)
+    nb = _knn(x, neighbours_needed(relevant, ks, (), len(x) - 1), metric)
+    got = retrieval_scores(labels[nb], labels, relevant, ks)
     for k in ks:
-        assert got[k] == pytest.approx(_bruteforce_recall(x, labels, k), abs=1e-12), k
-    assert 0 < got[1] < got[16] < 1
+        assert got[f"recall_at_{k}"] == pytest.approx(_bruteforce_recall(x, labels, k), abs=1e-12), k
+    assert 0 < got["recall_at_1"] < got["recall_at_16"] < 1
 
 
 def test_recall_at_k_with_conflicting_duplicate_labels_within_tie_bounds():
@@ -141,8 +211,9 @@ def test_recall_at_k_with_conflicting_duplicate_labels_within_tie_bounds():
     x = rng.integers(0, 4, size=(120, 3)).astype(np.float32)
     labels = rng.integers(0, 6, size=120)
     ks = [1, 3, 10]
-    nb = knn_excluding_self(flat_index(x, "l2"), x, max(ks))
-    got = recall_at_k(labels[nb], labels, ks)
+    relevant = relevant_counts(labels, labels, True)
+    nb = _knn(x, neighbours_needed(relevant, ks, (), len(x) - 1), "l2")
+    got = retrieval_scores(labels[nb], labels, relevant, ks)
     d = np.linalg.norm(x[:, None].astype(np.float64) - x[None], axis=2)
     np.fill_diagonal(d, np.inf)
     same = (labels[:, None] == labels[None, :]) & ~np.eye(120, dtype=bool)
@@ -150,25 +221,52 @@ def test_recall_at_k_with_conflicting_duplicate_labels_within_tie_bounds():
         kth = np.sort(d, axis=1)[:, k - 1 : k]
         certain = (same & (d < kth - 1e-9)).any(1).mean()
         possible = (same & (d <= kth + 1e-9)).any(1).mean()
-        assert certain - 1e-12 <= got[k] <= possible + 1e-12, (k, certain, got[k], possible)
+        assert certain - 1e-12 <= got[f"recall_at_{k}"] <= possible + 1e-12, (k, certain, got, possible)
         assert certain < possible  # the case really has label-changing ties
 
 
-# --------------------------------------------------------------------------- MAP@R
+# --------------------------------------------------------------------------- MAP@R, R-precision, mAP@K
 
 
-def test_map_at_r_hand_computed():
+def test_relevant_counts_hand_computed():
+    """Reference: by hand. Gallery labels 0,0,0,1,1,2: same set -> class size - 1; separate query
+    set -> occurrences in the gallery, 0 for labels the gallery lacks (5, -1, 7)."""
+    gallery = np.array([0, 0, 0, 1, 1, 2])
+    np.testing.assert_array_equal(relevant_counts(gallery, gallery, True), [2, 2, 2, 1, 1, 0])
+    queries = np.array([2, 5, 0, -1, 1, 7])
+    np.testing.assert_array_equal(relevant_counts(queries, gallery, False), [1, 0, 3, 0, 2, 0])
+
+
+def test_map_at_r_and_r_precision_hand_computed():
     """Reference: by hand. Labels 0,0,0,1,1,2 (R = 2,2,2,1,1,0).
-    q0: [0, 1]-> rel at 1: P@1 = 1 -> (1)/2 = 0.5; q1: [1, 0] -> rel at 2: P@2 = 1/2 -> 0.25;
-    q2: [0, 0] -> (1 + 1)/2 = 1; q3: [1] -> 1; q4: [0] -> 0; q5 (R = 0) skipped.
-    MAP@R = (0.5 + 0.25 + 1 + 1 + 0) / 5 = 0.55."""
+    MAP@R: q0: [0, 1] -> rel at 1: P@1 = 1 -> (1)/2 = 0.5; q1: [1, 0] -> rel at 2: P@2 = 1/2 -> 0.25;
+    q2: [0, 0] -> (1 + 1)/2 = 1; q3: [1] -> 1; q4: [0] -> 0; q5 (R = 0) left out.
+    MAP@R = (0.5 + 0.25 + 1 + 1 + 0) / 5 = 0.55.
+    R-precision: (1/2 + 1/2 + 2/2 + 1/1 + 0/1) / 5 = 0.6; P@1 = (1 + 0 + 1 + 1 + 0) / 5 = 0.6."""
     labels = np.array([0, 0, 0, 1, 1, 2])
     nl = np.array([[0, 1, 0], [1, 0, 0], [0, 0, 1], [1, 0, 0], [0, 1, 1], [0, 0, 0]])
-    assert map_at_r(nl, labels) == pytest.approx(0.55, abs=1e-12)
+    got = _scores(nl, labels)
+    assert got["map_at_r"] == pytest.approx(0.55, abs=1e-12)
+    assert got["r_precision"] == pytest.approx(0.6, abs=1e-12)
+    assert got["precision_at_1"] == pytest.approx(0.6, abs=1e-12)
+    scores = RetrievalScores((1,))
+    scores.add(nl == labels[:, None], relevant_counts(labels, labels, True))
+    assert scores.without_positive == 1 and scores.scored == 5
     # beyond position R nothing counts: q3 and q4 have R = 1
     nl2 = nl.copy()
     nl2[4] = [0, 1, 1]
-    assert map_at_r(nl2, labels) == pytest.approx(0.55, abs=1e-12)
+    assert _scores(nl2, labels)["map_at_r"] == pytest.approx(0.55, abs=1e-12)
+
+
+def test_map_at_k_hand_computed():
+    """Reference: by hand, mAP@K = (1/min(R, K)) sum_{i<=K} P@i rel_i. One query, R = 3, hits at
+    ranks 1 and 3 of 4: K = 1 -> 1/1; K = 2 -> (1)/2; K = 4 -> (1 + 2/3)/3 = 5/9. A second query
+    with R = 1 and its hit at rank 2: K = 1 -> 0, K = 2 -> (1/2)/1, K = 4 -> 1/2."""
+    hits = np.array([[1, 0, 1, 0], [0, 1, 0, 0]])
+    got = retrieval_scores(hits, np.array([1, 1]), np.array([3, 1]), recall_at=(1,), map_at=(1, 2, 4))
+    assert got["map_at_1"] == pytest.approx((1 + 0) / 2, abs=1e-12)
+    assert got["map_at_2"] == pytest.approx((0.5 + 0.5) / 2, abs=1e-12)
+    assert got["map_at_4"] == pytest.approx((5 / 9 + 0.5) / 2, abs=1e-12)
 
 
 def test_map_at_r_matches_bruteforce_loop():
@@ -178,9 +276,9 @@ def test_map_at_r_matches_bruteforce_loop():
     x = _unit(150, 6, 5)
     x[130:150] = x[rng.choice(130, 20)]
     labels = np.concatenate([rng.integers(0, 10, size=149), [99]])
-    k = neighbours_needed(labels, [1])
-    nb = knn_excluding_self(flat_index(x), x, k)
-    got = map_at_r(labels[nb], labels)
+    relevant = relevant_counts(labels, labels, True)
+    nb = _knn(x, neighbours_needed(relevant, [1], (), len(x) - 1))
+    got = _scores(labels[nb], labels)["map_at_r"]
     assert got == pytest.approx(_bruteforce_map_at_r(labels[nb], labels), abs=1e-12)
     assert 0 < got < 1
 
@@ -188,15 +286,15 @@ def test_map_at_r_matches_bruteforce_loop():
 def test_map_at_r_needs_enough_neighbours():
     """Reference: the definition needs R_max = 2 columns for labels 0,0,0: 1 column is an error."""
     with pytest.raises(ValueError, match="2 neighbours"):
-        map_at_r(np.zeros((3, 1), dtype=int), np.array([0, 0, 0]))
+        _scores(np.zeros((3, 1), dtype=int), np.array([0, 0, 0]))
 
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_map_at_r_and_recall_match_pytorch_metric_learning(seed):
     """Reference: pytorch_metric_learning AccuracyCalculator (mean_average_precision_at_r,
-    precision_at_1; k='max_bin_count'; query == reference). PML drops the first hit as the query
-    and excludes queries of singleton classes, so the data has no exact ties (random float
-    vectors) and precision_at_1 is compared with Recall@1 over non-singleton queries."""
+    r_precision, precision_at_1; k='max_bin_count'; query == reference), which, like the library,
+    leaves queries of singleton classes out. Random float vectors (no exact ties), not unit length,
+    searched with L2 as PML's default IndexFlatL2."""
     import torch
     from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 
@@ -205,26 +303,35 @@ def test_map_at_r_and_recall_match_pytorch_metric_learning(seed):
     x = _unit(n, 16, 10 + seed) * rng.uniform(0.5, 2.0, size=(n, 1)).astype(np.float32)  # not unit: L2
     labels = np.concatenate([rng.integers(0, 15, size=n - 2), [100, 101]])  # two singleton classes
     calc = AccuracyCalculator(
-        include=("mean_average_precision_at_r", "precision_at_1"), k="max_bin_count", device=torch.device("cpu")
+        include=("mean_average_precision_at_r", "r_precision", "precision_at_1"),
+        k="max_bin_count",
+        device=torch.device("cpu"),
     )
     ref = calc.get_accuracy(x, labels)
 
-    k = neighbours_needed(labels, [1])
-    nb = knn_excluding_self(flat_index(x, "l2"), x, k)
-    not_lone = np.array([(labels == c).sum() > 1 for c in labels])
-    assert map_at_r(labels[nb], labels) == pytest.approx(ref["mean_average_precision_at_r"], abs=1e-6)
-    r1 = recall_at_k(labels[nb][not_lone], labels[not_lone], [1])[1]
-    assert r1 == pytest.approx(ref["precision_at_1"], abs=1e-6)
+    relevant = relevant_counts(labels, labels, True)
+    nb = _knn(x, neighbours_needed(relevant, [1], (), n - 1), "l2")
+    got = retrieval_scores(labels[nb], labels, relevant, [1])
+    assert got["map_at_r"] == pytest.approx(ref["mean_average_precision_at_r"], abs=1e-9)
+    assert got["r_precision"] == pytest.approx(ref["r_precision"], abs=1e-9)
+    assert got["precision_at_1"] == pytest.approx(ref["precision_at_1"], abs=1e-9)
+    assert got["recall_at_1"] == got["precision_at_1"]
 
 
 def test_neighbours_needed_hand_computed():
-    """Reference: by hand: max(max(ks), largest class size - 1)."""
+    """Reference: by hand: max(k of Recall@k, K of mAP@K, largest R = largest class size - 1),
+    capped at the gallery size (19 others), at least 1."""
     labels = np.array([0] * 5 + [1] * 12 + [2] * 3)
-    assert neighbours_needed(labels, [1, 2, 4, 8]) == 11
-    assert neighbours_needed(labels, [1, 16]) == 16
+    relevant = relevant_counts(labels, labels, True)
+    assert neighbours_needed(relevant, [1, 2, 4, 8], (), 19) == 11
+    assert neighbours_needed(relevant, [1, 16], (), 19) == 16
+    assert neighbours_needed(relevant, [1], [15], 19) == 15
+    assert neighbours_needed(relevant, [1, 2], [1000], 19) == 19
+    assert neighbours_needed(np.zeros(4, dtype=int), [1], (), 3) == 1
+    assert neighbours_needed(np.array([], dtype=int), [1], (), 0) == 1
 
 
-# --------------------------------------------------------------------------- NMI
+# --------------------------------------------------------------------------- NMI, F1
 
 
 def _nmi_formula(a: np.ndarray, b: np.ndarray) -> float:
@@ -237,13 +344,26 @@ def _nmi_formula(a: np.ndarray, b: np.ndarray) -> float:
     pa, pb = p.sum(1), p.sum(0)
     nz = p > 0
     mi = (p[nz] * np.log(p[nz] / np.outer(pa, pb)[nz])).sum()
-    h = lambda q: -(q[q > 0] * np.log(q[q > 0])).sum()  # noqa: E731
+    h = lambda q: -(q[q > 0] * np.log(q[q > 0])).sum()
     return float(2 * mi / (h(pa) + h(pb)))
+
+
+def _pair_f1_loop(labels, clusters) -> float:
+    """Pair counting over all unordered pairs: TP same label & same cluster, FP same cluster only,
+    FN same label only; F1 = 2TP / (2TP + FP + FN)."""
+    tp = fp = fn = 0
+    for i, j in itertools.combinations(range(len(labels)), 2):
+        same_label, same_cluster = labels[i] == labels[j], clusters[i] == clusters[j]
+        tp += same_label and same_cluster
+        fp += same_cluster and not same_label
+        fn += same_label and not same_cluster
+    return 2 * tp / (2 * tp + fp + fn)
 
 
 def test_nmi_well_separated_clusters_is_one():
     """Reference: sklearn normalized_mutual_info_score = 1.0 when clusters reproduce the labels:
-    5 tight blobs 100 units apart; kmeans_assign gives exactly the label partition."""
+    5 tight blobs 100 units apart; kmeans_assign gives exactly the label partition, so NMI and
+    pair F1 are 1."""
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
     rng = np.random.default_rng(0)
@@ -253,13 +373,15 @@ def test_nmi_well_separated_clusters_is_one():
     clusters = kmeans_assign(x, 5, seed=0)
     assert adjusted_rand_score(labels, clusters) == 1.0
     assert normalized_mutual_info_score(labels, clusters) == pytest.approx(1.0)
-    assert nmi(x, labels, seed=0) == pytest.approx(1.0, abs=1e-12)
+    got = cluster_and_score(x, labels, seed=0)
+    assert got["nmi"] == pytest.approx(1.0, abs=1e-12)
+    assert got["f1"] == pytest.approx(1.0, abs=1e-12)
 
 
 def test_nmi_overlapping_clusters_matches_sklearn_and_formula():
     """Reference: sklearn normalized_mutual_info_score(labels, kmeans_assign(...)) with the same
-    seed and iterations, and the contingency-table formula 2I/(H_A + H_B), on overlapping blobs
-    (0 < NMI < 1)."""
+    seed and iterations, the contingency-table formula 2I/(H_A + H_B), and the pair loop for F1,
+    on overlapping blobs (0 < NMI < 1)."""
     from sklearn.metrics import normalized_mutual_info_score
 
     rng = np.random.default_rng(1)
@@ -267,10 +389,25 @@ def test_nmi_overlapping_clusters_matches_sklearn_and_formula():
     x = rng.standard_normal((6, 4))[labels] * 1.5 + rng.standard_normal((150, 4))
     clusters = kmeans_assign(x, 6, seed=3, iters=15)
     assert clusters.shape == (150,) and set(np.unique(clusters)) <= set(range(6))
-    got = nmi(x, labels, seed=3, iters=15)
-    assert got == pytest.approx(normalized_mutual_info_score(labels, clusters), abs=1e-12)
-    assert got == pytest.approx(_nmi_formula(labels, clusters), abs=1e-9)
-    assert 0.1 < got < 0.95
+    got = cluster_and_score(x, labels, seed=3, iters=15)
+    assert got == clustering_scores(labels, clusters)
+    assert got["nmi"] == pytest.approx(normalized_mutual_info_score(labels, clusters), abs=1e-12)
+    assert got["nmi"] == pytest.approx(_nmi_formula(labels, clusters), abs=1e-9)
+    assert got["f1"] == pytest.approx(_pair_f1_loop(labels, clusters), abs=1e-12)
+    assert 0.1 < got["nmi"] < 0.95 and 0.1 < got["f1"] < 0.95
+
+
+def test_pair_f1_hand_computed_and_pair_loop():
+    """Reference: by hand. Labels a a a b b, clusters 0 0 1 1 1: pairs sharing a cluster
+    (0,1) (2,3) (2,4) (3,4); sharing a label (0,1) (0,2) (1,2) (3,4). TP = 2 ((0,1), (3,4)),
+    FP = 2, FN = 2 -> F1 = 4 / 8 = 0.5. Then the pair loop on random labellings, including
+    all-singleton clusters (TP = 0 -> F1 = 0)."""
+    assert pair_f1(np.array([0, 0, 0, 1, 1]), np.array([0, 0, 1, 1, 1])) == pytest.approx(0.5, abs=1e-12)
+    assert pair_f1(np.array([0, 0, 1, 1]), np.arange(4)) == 0.0
+    rng = np.random.default_rng(7)
+    for _ in range(3):
+        labels, clusters = rng.integers(0, 5, 40), rng.integers(0, 7, 40)
+        assert pair_f1(labels, clusters) == pytest.approx(_pair_f1_loop(labels, clusters), abs=1e-12)
 
 
 def test_kmeans_assign_is_nearest_centroid_partition():

@@ -96,7 +96,9 @@ def test_full_then_selective_reruns(repo):
     cases = [
         ({"eval": {"kmeans_iters": 6}}, {"evaluate", "report"}),
         ({"spectrum": {"skip_largest": [0, 1, 9]}}, {"spectrum", "report"}),
-        ({"index": {"metric": "l2"}}, {"index", "evaluate", "report"}),
+        ({"index": {"metric": "ip"}}, {"index", "evaluate", "report"}),
+        ({"index": {"type": "hnsw"}}, {"index", "evaluate", "report"}),
+        ({"index": {"type": "ivf", "nlist": 4, "nprobe": 1}}, {"index", "evaluate", "report"}),
         ({"miner": {"name": "random"}}, {"train", "embed", "index", "evaluate", "spectrum", "report"}),
     ]
     reports = 1
@@ -104,12 +106,17 @@ def test_full_then_selective_reruns(repo):
         set_params(repo, **changes)
         result = run([sys.executable, "-m", "dvc", "repro"], repo)
         ran = ran_stages(result.stdout)
-        # report reruns only when a result changed: inner product and L2 rank normalised
-        # embeddings identically, so index.metric=l2 reproduces eval.json byte for byte.
-        assert expected - {"report"} <= ran <= expected, changes
+        # report reruns only when a result changed (an eval-only change can reproduce
+        # eval.json byte for byte); index changes always do, through index/meta.json.
+        if "index" in changes and "miner" not in changes:
+            assert ran == expected, changes
+        else:
+            assert expected - {"report"} <= ran <= expected, changes
         reports += "report" in ran
 
-    assert reports >= 3
+    assert json.loads((repo / "index/meta.json").read_text())["factory"] == "IVF4,Flat"
+    assert 0.0 <= json.loads((repo / "metrics/eval.json").read_text())["index_top1_agreement"] <= 1.0
+    assert reports >= 5
     runs = mlflow_runs(repo)
     assert len(runs) == reports, "one MLflow run per reported result"
     latest = max(runs, key=lambda r: r.info.start_time)
@@ -157,7 +164,7 @@ def test_prefect_flow_runs_the_dvc_dag(repo, tmp_path):
     dag = stage_dag(repo)
     assert set(dag) == set(ALL_STAGES) and list(dag)[0] == "prepare" and list(dag)[-1] == "report"
     assert dag["evaluate"] == ["embed", "index"]
-    assert dag["report"] == ["evaluate", "spectrum", "train"]
+    assert dag["report"] == ["evaluate", "index", "spectrum", "train"]
     run([sys.executable, "-m", "dvc", "repro"], repo)
     set_params(repo, spectrum={"skip_largest": [0, 2]})
     env_home = tmp_path / "prefect"

@@ -64,7 +64,8 @@ class RetrievalScores:
         if r.max() > width:
             raise ValueError(f"R-based metrics need {r.max()} neighbours per query, got {width}")
         self.scored += len(r)
-        first_hit = np.where(hits.any(1), hits.argmax(1), width)
+        no_hit = np.iinfo(np.int64).max  # beyond every k, also k wider than the neighbour list
+        first_hit = np.where(hits.any(1), hits.argmax(1), no_hit)
         for k in self.recall_at:
             self.sums[f"recall_at_{k}"] += float((first_hit < k).sum())
         self.sums["precision_at_1"] += float(hits[:, 0].sum())
