@@ -109,7 +109,7 @@ def _hnsw_of(index: faiss.Index) -> faiss.Index:
 
 
 def configure_search(index: faiss.Index, cfg: IndexConfig) -> None:
-    """Apply the query-time parameters (nprobe, efSearch); they are not stored in index files."""
+    """Set the query-time parameters (nprobe, efSearch, k_factor); index files keep them."""
     if parameters := search_parameters(cfg):
         faiss.ParameterSpace().set_index_parameters(index, parameters)
 

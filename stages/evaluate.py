@@ -9,8 +9,8 @@ from dml.config import Params
 from dml.embeddings import read_embeddings
 from dml.errors import DatasetError
 from dml.evaluation import evaluate_embeddings
-from dml.io import read_json, write_json
-from dml.paths import EVAL_METRICS, INDEX_FILE, INDEX_META, embeddings_file
+from dml.io import write_json
+from dml.paths import EVAL_METRICS, INDEX_FILE, embeddings_file
 from stages._common import run_stage
 
 
@@ -21,9 +21,7 @@ def evaluate(params: Params) -> None:
     index = faiss.read_index(str(INDEX_FILE))
     if index.ntotal != len(table.ids):
         raise DatasetError(f"{INDEX_FILE}: holds {index.ntotal} vectors but {embeddings_file('test')} has {len(table.ids)}")
-    meta = read_json(INDEX_META)
-    if meta.get("search_parameters"):  # query-time knobs are not stored in FAISS index files
-        faiss.ParameterSpace().set_index_parameters(index, meta["search_parameters"])
+    # The index file carries its query-time knobs (nprobe, efSearch, k_factor) as the index stage set them.
     result = evaluate_embeddings(table.vectors, table.labels, cfg=params.eval, index=index, progress=True, log=print)
     write_json(EVAL_METRICS, result.metrics)
     print(", ".join(f"{key} {value:.4f}" for key, value in result.metrics.items() if isinstance(value, float)))
