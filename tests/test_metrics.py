@@ -507,10 +507,12 @@ def test_embedding_density_hand_computed():
     assert out["pi_ratio"] == pytest.approx(math.sqrt(2))
 
 
-def test_embedding_density_matches_python_loops():
+@pytest.mark.parametrize("block_size", [3, 2048])
+def test_embedding_density_matches_python_loops(block_size):
     """Reference: explicit Python loops over all pairs: per-class mean pairwise distance averaged
     over classes with >= 2 members (the singleton class has no pair), and the mean pairwise
-    distance between L2-normalised class means."""
+    distance between L2-normalised class means; the same whether distances are computed 3 rows
+    at a time (blocks cut through classes and the centre matrix) or all at once."""
     rng = np.random.default_rng(6)
     labels = np.concatenate([np.repeat([3, 1, 7, 4], [5, 9, 2, 14]), [8]])
     x = rng.standard_normal((len(labels), 5)) + labels[:, None] * 0.3
@@ -528,7 +530,7 @@ def test_embedding_density_matches_python_loops():
     inter = sum(math.dist(a, b) for a, b in inter_pairs) / len(inter_pairs)
     pi_intra = sum(intra) / len(intra)
 
-    out = embedding_density(x, labels)
+    out = embedding_density(x, labels, block_size=block_size)
     assert out["pi_intra"] == pytest.approx(pi_intra, rel=1e-9)
     assert out["pi_inter"] == pytest.approx(inter, rel=1e-9)
     assert out["pi_ratio"] == pytest.approx(pi_intra / inter, rel=1e-9)
