@@ -120,14 +120,7 @@ PML_INCLUDE = ("precision_at_1", "r_precision", "mean_average_precision_at_r", "
 PML_KEYS = {"precision_at_1": "precision_at_1", "r_precision": "r_precision", "map_at_r": "mean_average_precision_at_r"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_faiss_thread():
-    """FAISS on one OpenMP thread: these searches are tiny, and on a shared 2-core machine
-    spinning threads cost more than they save. Every assertion holds with 1 or 2 threads."""
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
 
 # --------------------------------------------------------------------------- pytorch-metric-learning

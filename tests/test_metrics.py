@@ -8,7 +8,6 @@ from __future__ import annotations
 import itertools
 import math
 
-import faiss
 import numpy as np
 import pytest
 
@@ -78,14 +77,7 @@ def _scores(neighbour_labels, labels, recall_at=(1,), map_at=()) -> dict[str, fl
     return retrieval_scores(neighbour_labels, labels, relevant_counts(labels, labels, True), recall_at, map_at)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_faiss_thread():
-    """FAISS on one OpenMP thread: these searches are tiny, and on a shared 2-core machine
-    spinning threads cost more than they save. Every assertion holds with 1 or 2 threads."""
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
 
 # --------------------------------------------------------------------------- kNN
