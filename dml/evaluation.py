@@ -20,7 +20,7 @@ import faiss
 import numpy as np
 
 from dml.config import EvalConfig
-from dml.indexing import exact_searcher, index_searcher, is_exact, metric_name, search_neighbours
+from dml.indexing import drop_self, exact_searcher, index_searcher, is_exact, metric_name, search_neighbours
 from dml.metrics.clustering import cluster_and_score
 from dml.metrics.retrieval import RetrievalScores, neighbours_needed, relevant_counts
 
@@ -124,7 +124,7 @@ def top1_agreement(
     def first(search: Callable[[np.ndarray, int], np.ndarray]) -> np.ndarray:
         found = search(np.ascontiguousarray(queries[sample], dtype=np.float32), width)
         if same_set:  # drop the query itself by index, as the main search does
-            found = np.where(found[:, :1] == sample[:, None], found[:, 1:2], found[:, :1])
+            found = drop_self(found, sample)
         return found[:, 0]
 
     approx = index_top1[sample] if index_top1 is not None else first(index_searcher(index))

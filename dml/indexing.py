@@ -156,12 +156,14 @@ def search_neighbours(
         for start in blocks:
             found = search(queries[start:start + block_size], width)
             if exclude_self:
-                found = _drop_self(found, np.arange(start, start + len(found)))
+                found = drop_self(found, np.arange(start, start + len(found)))
             bar.update(len(found))
             yield start, found
 
 
-def _drop_self(found: np.ndarray, own_ids: np.ndarray) -> np.ndarray:
+def drop_self(found: np.ndarray, own_ids: np.ndarray) -> np.ndarray:
+    """``found`` (queries x w gallery ids) without each query's own id ``own_ids[q]``, or without
+    its last entry when the query is not among them: queries x (w - 1)."""
     rows = np.arange(len(found))
     is_self = found == own_ids[:, None]
     drop = np.where(is_self.any(1), is_self.argmax(1), found.shape[1] - 1)

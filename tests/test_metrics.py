@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 import pytest
+from references import pair_f1_loop
 
 from dml.indexing import exact_searcher, search_neighbours
 from dml.metrics.clustering import (
@@ -340,18 +341,6 @@ def _nmi_formula(a: np.ndarray, b: np.ndarray) -> float:
     return float(2 * mi / (h(pa) + h(pb)))
 
 
-def _pair_f1_loop(labels, clusters) -> float:
-    """Pair counting over all unordered pairs: TP same label & same cluster, FP same cluster only,
-    FN same label only; F1 = 2TP / (2TP + FP + FN)."""
-    tp = fp = fn = 0
-    for i, j in itertools.combinations(range(len(labels)), 2):
-        same_label, same_cluster = labels[i] == labels[j], clusters[i] == clusters[j]
-        tp += same_label and same_cluster
-        fp += same_cluster and not same_label
-        fn += same_label and not same_cluster
-    return 2 * tp / (2 * tp + fp + fn)
-
-
 def test_nmi_well_separated_clusters_is_one():
     """Reference: sklearn normalized_mutual_info_score = 1.0 when clusters reproduce the labels:
     5 tight blobs 100 units apart; kmeans_assign gives exactly the label partition, so NMI and
@@ -385,7 +374,7 @@ def test_nmi_overlapping_clusters_matches_sklearn_and_formula():
     assert got == clustering_scores(labels, clusters)
     assert got["nmi"] == pytest.approx(normalized_mutual_info_score(labels, clusters), abs=1e-12)
     assert got["nmi"] == pytest.approx(_nmi_formula(labels, clusters), abs=1e-9)
-    assert got["f1"] == pytest.approx(_pair_f1_loop(labels, clusters), abs=1e-12)
+    assert got["f1"] == pytest.approx(pair_f1_loop(labels, clusters), abs=1e-12)
     assert 0.1 < got["nmi"] < 0.95 and 0.1 < got["f1"] < 0.95
 
 
@@ -399,7 +388,7 @@ def test_pair_f1_hand_computed_and_pair_loop():
     rng = np.random.default_rng(7)
     for _ in range(3):
         labels, clusters = rng.integers(0, 5, 40), rng.integers(0, 7, 40)
-        assert pair_f1(labels, clusters) == pytest.approx(_pair_f1_loop(labels, clusters), abs=1e-12)
+        assert pair_f1(labels, clusters) == pytest.approx(pair_f1_loop(labels, clusters), abs=1e-12)
 
 
 def test_kmeans_assign_is_nearest_centroid_partition():
