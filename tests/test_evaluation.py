@@ -9,7 +9,6 @@ a singleton class.
 
 from __future__ import annotations
 
-
 import faiss
 import numpy as np
 import pytest
