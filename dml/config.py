@@ -4,9 +4,12 @@ Every stage calls :func:`load_params` first; it validates the *whole* file, so a
 key fails every stage before that stage writes anything. Parameters reach library code only as
 these (frozen) models, never through a global options object.
 
-Component names (``loss.name``, ``miner.name``, ...) are ``Literal`` types here so that the
-schema can be checked without importing torch; ``tests/test_registries.py`` asserts that each
-``Literal`` lists exactly the keys of the matching registry.
+Components with per-method knobs (losses, miners, samplers) have a ``name`` and one small typed
+model per method, defined next to that family's code (``dml/<family>/config.py``, torch-free so
+the schema is checked without importing torch); ``tests/test_config.py`` asserts that each
+family's names match its registry. Only the selected methods' knobs form the *training config*
+(:meth:`Params.training_config`), which the ``configure`` stage writes for DVC: editing a knob
+of a method that is not selected changes no training input and retrains nothing.
 """
 
 from __future__ import annotations
@@ -16,15 +19,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
+
+from dml.losses.config import LossSection
+from dml.miners.config import MinerSection
+from dml.samplers.config import SamplerSection
+from dml.schema import ParamOptim, Section
 
 PARAMS_FILE = "params.yaml"
-
-
-class Section(BaseModel):
-    """Base of every section: unknown keys are errors (a typo must never be silently ignored)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class DataConfig(Section):
@@ -52,33 +54,15 @@ class ModelConfig(Section):
     embed_dim: int = Field(128, ge=2)
     pretrained: bool = Field(False, description="load ImageNet weights from the local torch cache (resnet50)")
     freeze_bn: bool = Field(False, description="keep every BatchNorm layer in eval mode during training")
+    normalize: bool | Literal["auto"] = Field(
+        "auto", description="L2-normalise the embedding; auto = what the loss runs on (resolved when parsed)"
+    )
 
     @model_validator(mode="after")
     def _pretrained_needs_weights(self) -> ModelConfig:
         if self.pretrained and self.name == "small_cnn":
             raise ValueError("model.pretrained: small_cnn has no pretrained weights; set it to false")
         return self
-
-
-class LossConfig(Section):
-    name: Literal["margin", "triplet"] = "margin"
-    margin: float = Field(0.2, ge=0.0, description="alpha of margin loss, m of triplet loss")
-    beta: float = Field(1.2, description="margin loss: initial boundary beta")
-    beta_per_class: bool = Field(True, description="margin loss: one learnable beta per training class")
-    beta_lr: float = Field(5e-4, ge=0.0, description="margin loss: learning rate of beta")
-
-
-class MinerConfig(Section):
-    name: Literal["random", "semihard", "distance", "rho_distance"] = "distance"
-    lower_cutoff: float = Field(0.5, gt=0.0, le=2.0, description="distance miners: distances clipped below")
-    upper_cutoff: float = Field(1.4, gt=0.0, le=2.0, description="distance miners: negatives at or beyond get weight 0")
-    rho_p: float = Field(0.35, ge=0.0, le=1.0, description="rho_distance: probability of a same-class negative")
-    semihard_margin: float = Field(0.2, ge=0.0, description="semihard: d_ap < d_an < d_ap + margin")
-
-
-class SamplerConfig(Section):
-    name: Literal["random", "class_balanced"] = "class_balanced"
-    samples_per_class: int = Field(2, ge=2, description="class_balanced: images per class in a batch")
 
 
 class OptimConfig(Section):
@@ -163,15 +147,27 @@ class TrackingConfig(Section):
 
 
 TRAINING_SECTIONS = ("model", "loss", "miner", "sampler", "optim", "train")
+METHOD_SECTIONS = ("loss", "miner", "sampler")  # a name plus one knob model per method
+TUPLE_WORDS = {"triplets": "triplets", "npair": "N-pair sets", "lifted": "lifted-structure sets"}
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+    return out
 
 
 class Params(Section):
     data: DataConfig = DataConfig()
     preprocess: PreprocessConfig = PreprocessConfig()
     model: ModelConfig = ModelConfig()
-    loss: LossConfig = LossConfig()
-    miner: MinerConfig = MinerConfig()
-    sampler: SamplerConfig = SamplerConfig()
+    loss: LossSection = LossSection()
+    miner: MinerSection = MinerSection()
+    sampler: SamplerSection = SamplerSection()
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
     embed: EmbedConfig = EmbedConfig()
@@ -181,11 +177,43 @@ class Params(Section):
     tracking: TrackingConfig = TrackingConfig()
 
     @model_validator(mode="after")
+    def _resolve_auto(self) -> Params:
+        """``miner.name: auto`` -> the loss's default miner; ``model.normalize: auto`` -> what the
+        loss runs on. Everything downstream sees concrete values."""
+        knobs = self.loss.knobs
+        resolved = self
+        if self.miner.name == "auto":
+            resolved = resolved.model_copy(update={"miner": self.miner.model_copy(update={"name": knobs.default_miner})})
+        if self.model.normalize == "auto":
+            model = self.model.model_copy(update={"normalize": knobs.normalized_embeddings})
+            resolved = resolved.model_copy(update={"model": model})
+        return resolved
+
+    @model_validator(mode="after")
+    def _components_fit(self) -> Params:
+        """The loss, the miner and the model's normalisation must work together."""
+        loss, miner = self.loss.knobs, self.miner.knobs
+        pair = f"loss.name={self.loss.name!r} with miner.name={self.miner.name!r}"
+        if loss.consumes != miner.produces:
+            wants = TUPLE_WORDS[loss.consumes] if loss.consumes else "no miner (it reads the whole batch)"
+            gives = TUPLE_WORDS[miner.produces] if miner.produces else "nothing"
+            raise ValueError(f"miner.name: {pair}: the loss takes {wants}, the miner gives {gives}; "
+                             f"use miner.name: {loss.default_miner} (or auto)")
+        if self.model.normalize != loss.normalized_embeddings:
+            state = "normalised" if loss.normalized_embeddings else "unnormalised"
+            raise ValueError(f"model.normalize: {str(self.model.normalize).lower()} contradicts loss.name={self.loss.name!r}, "
+                             f"which runs on {state} embeddings (set model.normalize: auto)")
+        if miner.needs_normalized and not self.model.normalize:
+            raise ValueError(f"miner.name: {pair}: the miner assumes L2-normalised embeddings, the loss runs on unnormalised ones")
+        return self
+
+    @model_validator(mode="after")
     def _batch_fits_sampler(self) -> Params:
-        if self.sampler.name == "class_balanced" and self.train.batch_size % self.sampler.samples_per_class:
+        spc = self.sampler.class_balanced.samples_per_class
+        if self.sampler.name == "class_balanced" and self.train.batch_size % spc:
             raise ValueError(
                 f"train.batch_size: {self.train.batch_size} is not a multiple of "
-                f"sampler.samples_per_class={self.sampler.samples_per_class}"
+                f"sampler.class_balanced.samples_per_class={spc}"
             )
         return self
 
@@ -196,16 +224,26 @@ class Params(Section):
         return self
 
     def training_config(self) -> dict[str, dict[str, Any]]:
-        """The sections that shape a trained model (the train stage's params in dvc.yaml)."""
-        return {name: getattr(self, name).model_dump(mode="json") for name in TRAINING_SECTIONS}
+        """Everything that shapes a trained model, with only the *selected* loss, miner and
+        sampler's knobs (``{"loss": {"name": "margin", "margin": {...}}, ...}``), resolved. The
+        configure stage writes it to configs/train.json, the file the train stage depends on; it
+        is also the training fingerprint's and the saved model's record of the run."""
+        out: dict[str, dict[str, Any]] = {}
+        for name in TRAINING_SECTIONS:
+            section = getattr(self, name)
+            if name in METHOD_SECTIONS:
+                out[name] = {"name": section.name, section.name: section.knobs.model_dump(mode="json")}
+            else:
+                out[name] = section.model_dump(mode="json")
+        return out
 
     def flat(self) -> dict[str, Any]:
-        """``{"loss.name": "margin", "eval.recall_at": "1,2,4,8", ...}`` for experiment trackers."""
-        out: dict[str, Any] = {}
-        for section, values in self.model_dump().items():
-            for key, value in values.items():
-                out[f"{section}.{key}"] = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
-        return out
+        """``{"loss.name": "margin", "loss.margin.alpha": 0.2, "eval.recall_at": "1,2,4,8", ...}``
+        for experiment trackers: the training config (selected methods' knobs only) and every
+        other section."""
+        nested = {name: self.training_config()[name] if name in TRAINING_SECTIONS else getattr(self, name).model_dump(mode="json")
+                  for name in type(self).model_fields}
+        return _flatten(nested)
 
 
 class ConfigError(ValueError):

@@ -5,6 +5,7 @@ from pathlib import Path
 PARAMS = Path("params.yaml")
 PREPARED = Path("data/prepared")
 PREPROCESSED = Path("data/preprocessed")
+TRAIN_CONFIG = Path("configs/train.json")  # the resolved training config (stage configure)
 MODEL = Path("models/model.pt")
 TRAIN_RUN = Path("models/mlflow_run.json")
 CHECKPOINT = Path("checkpoints/train.pt")

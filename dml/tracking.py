@@ -30,7 +30,7 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 # Per-epoch curve columns (metrics/train_curve.csv, EpochRecord fields) -> MLflow metric names.
 CURVE_METRICS = {
     "loss": "train_loss",
-    "triplets_per_batch": "triplets_per_batch",
+    "tuples_per_batch": "tuples_per_batch",
     "beta_mean": "beta_mean",
     "seconds": "epoch_seconds",
     "test_recall_at_1": "test_recall_at_1",
@@ -110,7 +110,7 @@ def run_tags() -> dict[str, str]:
 def _run_name(params: Params) -> str:
     name = f"{params.loss.name}-{params.miner.name}"
     if params.miner.name == "rho_distance":
-        name += f"{params.miner.rho_p:g}"
+        name += f"{params.miner.rho_distance.p:g}"
     exp = os.environ.get("DVC_EXP_NAME")
     return f"{exp}:{name}" if exp else name
 

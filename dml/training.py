@@ -24,11 +24,14 @@ from dml.data.arrays import SplitArrays, Stats
 from dml.indexing import exact_searcher, search_neighbours
 from dml.inference import embed_arrays
 from dml.io import atomic_file
-from dml.losses import build_loss, loss_param_groups
-from dml.miners import Miner, build_miner
+from dml.losses.base import Loss
+from dml.losses.registry import build_loss
+from dml.miners.base import Miner
+from dml.miners.registry import build_miner
 from dml.models import EmbeddingModel, build_model
 from dml.registry import lookup
-from dml.samplers import RandomSampler, build_sampler
+from dml.samplers.basic import RandomSampler
+from dml.samplers.registry import build_sampler
 
 # ``optim.name`` in params.yaml -> optimizer class (the loss's own parameters get their own group).
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
@@ -38,7 +41,7 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {"adam": torch.optim.Adam, 
 class EpochRecord:
     epoch: int
     loss: float
-    triplets_per_batch: float
+    tuples_per_batch: float | None  # anchors the miner gave per batch; None without a miner
     beta_mean: float | None  # margin loss only
     seconds: float
     test_recall_at_1: float | None
@@ -78,7 +81,7 @@ def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generato
 def quick_recall_at_1(model: EmbeddingModel, split: SplitArrays) -> float:
     """Recall@1 on a split, for the per-epoch curve (the evaluate stage computes the full set)."""
     vectors = embed_arrays(model, split.images)
-    found = np.concatenate([ids[:, 0] for _, ids in search_neighbours(exact_searcher(vectors, "ip"), vectors, 1, exclude_self=True)])
+    found = np.concatenate([ids[:, 0] for _, ids in search_neighbours(exact_searcher(vectors, "l2"), vectors, 1, exclude_self=True)])
     return float(np.mean(split.labels[found] == split.labels))
 
 
@@ -92,7 +95,7 @@ class TrainingSetup:
     bare loop, so both train exactly the same thing)."""
 
     model: EmbeddingModel
-    criterion: torch.nn.Module
+    criterion: Loss
     miner: Miner
     sampler: RandomSampler
     optimizer: torch.optim.Optimizer
@@ -107,9 +110,9 @@ def build_training(params: Params, train_split: SplitArrays, stats: Stats) -> Tr
         torch.set_num_threads(cfg.num_threads)
     labels_np, num_classes = contiguous_labels(train_split.labels)
     model = build_model(params.model, stats.channels, stats.mean, stats.std)
-    criterion = build_loss(params.loss, num_classes)
+    criterion = build_loss(params.loss, num_classes, params.model.embed_dim)
     optimizer = lookup(OPTIMIZERS, "optim.name", params.optim.name)(
-        [{"params": model.parameters()}, *loss_param_groups(criterion, params.loss)],
+        [{"params": model.parameters()}, *criterion.param_groups(params.optim.lr)],
         lr=params.optim.lr,
         weight_decay=params.optim.weight_decay,
     )
@@ -127,6 +130,7 @@ def build_training(params: Params, train_split: SplitArrays, stats: Stats) -> Tr
 def seed_epoch(setup: TrainingSetup, seed: int, epoch: int) -> tuple[np.random.Generator, torch.Generator]:
     """Re-seed every random stream for ``epoch``; returns the sampler's and augmentation's."""
     setup.miner.manual_seed(_epoch_seed(seed, epoch, 1))
+    setup.criterion.manual_seed(_epoch_seed(seed, epoch, 3))
     return np.random.default_rng([seed, epoch]), torch.Generator().manual_seed(_epoch_seed(seed, epoch, 2))
 
 
@@ -148,10 +152,12 @@ def train(
     curve: list[EpochRecord] = []
     start_epoch = 0
     if checkpoint is not None and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         if state["fingerprint"] == fingerprint:
             model.load_state_dict(state["model"])
             criterion.load_state_dict(state["loss"])
+            criterion.generator.set_state(state["loss_rng"])
+            miner.load_state_dict(state["miner_rng"])
             optimizer.load_state_dict(state["optimizer"])
             curve = [EpochRecord(**record) for record in state["curve"]]
             start_epoch = len(curve)
@@ -161,25 +167,25 @@ def train(
     for epoch in range(start_epoch, cfg.epochs):
         rng, augment = seed_epoch(setup, cfg.seed, epoch)
         started = time.perf_counter()
-        total_loss = total_triplets = 0.0
+        total_loss = total_tuples = 0.0
         bar = tqdm(sampler.epoch(rng), total=len(sampler), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress)
         for batch in bar:
             index = torch.from_numpy(batch)
             embeddings = model(random_shift(images[index], cfg.shift_augment, augment))
             batch_labels = labels[index]
-            triplets = miner(embeddings, batch_labels)
-            loss = criterion(embeddings, batch_labels, triplets)
+            tuples = miner(embeddings, batch_labels)
+            loss = criterion(embeddings, batch_labels, tuples)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             total_loss += loss.item()
-            total_triplets += len(triplets)
+            total_tuples += len(tuples) if tuples is not None else 0
         seconds = time.perf_counter() - started
         beta = getattr(criterion, "beta", None)
         record = EpochRecord(
             epoch=epoch + 1,
             loss=total_loss / len(sampler),
-            triplets_per_batch=total_triplets / len(sampler),
+            tuples_per_batch=total_tuples / len(sampler) if params.miner.knobs.produces else None,
             beta_mean=float(beta.detach().mean()) if beta is not None else None,
             seconds=seconds,
             test_recall_at_1=quick_recall_at_1(model, eval_split) if eval_split is not None else None,
@@ -195,6 +201,8 @@ def train(
                         "fingerprint": fingerprint,
                         "model": model.state_dict(),
                         "loss": criterion.state_dict(),
+                        "loss_rng": criterion.generator.get_state(),
+                        "miner_rng": miner.state_dict(),
                         "optimizer": optimizer.state_dict(),
                         "curve": [asdict(r) for r in curve],
                     },

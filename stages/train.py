@@ -12,6 +12,7 @@ from dataclasses import asdict, fields
 
 from dml.config import Params
 from dml.data.arrays import load_split, load_stats
+from dml.config import ConfigError
 from dml.io import atomic_file, read_json, write_json
 from dml.models.checkpoint import save_model
 from dml.paths import (
@@ -19,6 +20,7 @@ from dml.paths import (
     CHECKPOINT_RUN,
     MODEL,
     PREPROCESSED,
+    TRAIN_CONFIG,
     TRAIN_CURVE,
     TRAIN_METRICS,
     TRAIN_RUN,
@@ -35,7 +37,15 @@ def write_curve(curve: list[EpochRecord]) -> None:
         writer.writerows(asdict(record) for record in curve)
 
 
+def check_config_is_current(params: Params) -> None:
+    """DVC decides whether to retrain from configs/train.json; training from params.yaml is honest
+    only if that file says the same (it is stale if the train stage runs without configure)."""
+    if not TRAIN_CONFIG.is_file() or read_json(TRAIN_CONFIG) != params.training_config():
+        raise ConfigError(f"{TRAIN_CONFIG} is missing or stale for params.yaml; run `dvc repro` (or `python -m stages.configure`) first")
+
+
 def train_stage(params: Params) -> None:
+    check_config_is_current(params)
     stats = load_stats(PREPROCESSED)
     train_split = load_split(PREPROCESSED, "train")
     eval_split = load_split(PREPROCESSED, "test") if params.train.track_test_recall else None

@@ -1,4 +1,6 @@
-"""Batch miners turn a batch of embeddings into triplets (anchor, positive, negative).
+"""Batch miners turn a batch of embeddings into the tuples a loss consumes: ``Triplets``
+(anchor, positive, negative) or ``PairSets`` (per anchor, a set of positives and a set of
+negatives: N-pair and lifted structure), or nothing (``miner.name: none``).
 
 A miner owns a ``torch.Generator`` so that mining is reproducible for a given seed. Anchors
 without a same-class partner or without any other-class sample in the batch are skipped.
@@ -19,6 +21,26 @@ class Triplets:
 
     def __len__(self) -> int:
         return int(self.anchors.numel())
+
+
+@dataclass(frozen=True)
+class PairSets:
+    """Per anchor, boolean masks over the batch of its positives and its negatives (rows belong
+    to ``anchors``). The N-pair miner gives exactly one positive per anchor."""
+
+    anchors: torch.Tensor
+    positives: torch.Tensor
+    negatives: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.anchors.numel())
+
+
+def class_masks(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(same class and not self, other class) boolean matrices of a batch."""
+    same = labels[:, None] == labels[None, :]
+    eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    return same & ~eye, ~same
 
 
 def pairwise_distances(embeddings: torch.Tensor) -> torch.Tensor:
@@ -51,12 +73,20 @@ class Miner:
         """Reset every random stream of the miner (the training loop does so every epoch)."""
         self.generator.manual_seed(seed)
 
+    def generators(self) -> list[torch.Generator]:
+        """Every random stream of the miner, in a fixed order (saved in checkpoints)."""
+        return [self.generator]
+
+    def state_dict(self) -> list[torch.Tensor]:
+        return [g.get_state() for g in self.generators()]
+
+    def load_state_dict(self, state: list[torch.Tensor]) -> None:
+        for generator, saved in zip(self.generators(), state, strict=True):
+            generator.set_state(saved)
+
     def __call__(self, embeddings: torch.Tensor, labels: torch.Tensor) -> Triplets:
         labels = labels.to(embeddings.device)
-        same = labels[:, None] == labels[None, :]
-        eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
-        positive_mask = same & ~eye
-        negative_mask = ~same
+        positive_mask, negative_mask = class_masks(labels)
         valid = positive_mask.any(1) & negative_mask.any(1)
         anchors = valid.nonzero().squeeze(1)
         if anchors.numel() == 0:

@@ -58,6 +58,9 @@ class RhoDistanceMiner(DistanceWeightedMiner):
         super().manual_seed(seed)
         self.rho_generator.manual_seed(int(torch.randint(2**62, (1,), generator=torch.Generator().manual_seed(seed + 1))))
 
+    def generators(self) -> list[torch.Generator]:
+        return [self.generator, self.rho_generator]
+
     def mine(self, embeddings, anchors, positives, distances, positive_mask, negative_mask) -> Triplets:
         negatives = self.choose_negatives(anchors, positives, distances, negative_mask, embeddings.shape[1])
         flip = torch.rand(len(anchors), generator=self.rho_generator, device=anchors.device) < self.p

@@ -27,7 +27,9 @@ MODELS: dict[str, FeatureBuilder] = {
 
 def build_model(cfg: ModelConfig, in_channels: int, mean: Sequence[float], std: Sequence[float]) -> EmbeddingModel:
     features, feature_dim = lookup(MODELS, "model.name", cfg.name)(in_channels, cfg.pretrained)
-    return EmbeddingModel(features, feature_dim, cfg.embed_dim, mean, std, freeze_bn=cfg.freeze_bn)
+    if not isinstance(cfg.normalize, bool):
+        raise ValueError("model.normalize: unresolved 'auto' (parse params with dml.config.parse_params)")
+    return EmbeddingModel(features, feature_dim, cfg.embed_dim, mean, std, freeze_bn=cfg.freeze_bn, normalize=cfg.normalize)
 
 
 __all__ = ["MODELS", "EmbeddingModel", "build_model"]

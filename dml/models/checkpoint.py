@@ -31,7 +31,7 @@ def save_model(path: Path, model: EmbeddingModel, params: Params, stats: Stats) 
 def load_model(path: Path) -> EmbeddingModel:
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: trained model missing (run the train stage)")
-    saved = torch.load(path, map_location="cpu", weights_only=False)
+    saved = torch.load(path, map_location="cpu", weights_only=True)
     stats = Stats(**saved["stats"])
     # The weights are overwritten below, so never load (or look for) ImageNet weights here.
     model_cfg = ModelConfig(**{**saved["model"], "pretrained": False})

@@ -1,0 +1,19 @@
+"""``loss.name`` in params.yaml -> the loss class, built from its knobs and what it declares it needs."""
+
+from __future__ import annotations
+
+from dml.losses.base import Loss
+from dml.losses.config import LossSection
+from dml.losses.ranking import MarginLoss, TripletLoss
+from dml.registry import lookup
+
+LOSSES: dict[str, type[Loss]] = {
+    "triplet": TripletLoss,
+    "margin": MarginLoss,
+}
+
+
+def build_loss(section: LossSection, num_classes: int, embed_dim: int) -> Loss:
+    cls = lookup(LOSSES, "loss.name", section.name)
+    available = {"num_classes": num_classes, "embed_dim": embed_dim}
+    return cls(section.knobs, **{need: available[need] for need in cls.Knobs.needs})
