@@ -1,5 +1,5 @@
-"""Ranking losses (dml/losses): hand-computed 2-D cases, closed-form gradients, and a cross-check
-of the triplet loss against pytorch-metric-learning."""
+"""Triplet and margin losses (dml/losses/ranking.py): hand-computed 2-D cases, closed-form
+gradients, a cross-check of the triplet loss against pytorch-metric-learning, and the registry."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dml.config import LossConfig
-from dml.losses import LOSSES, MarginLoss, TripletLoss, build_loss, loss_param_groups
-from dml.miners import RandomMiner, Triplets
+from dml.losses.config import LossSection, MarginKnobs, TripletKnobs
+from dml.losses.ranking import MarginLoss, TripletLoss
+from dml.losses.registry import LOSSES, build_loss
+from dml.miners.base import Triplets
+from dml.miners.simple import RandomMiner
 
 # A 2-D configuration with exact distances (3-4-5 triangles):
 #   e0 = (0, 0)     class 0
@@ -18,11 +20,11 @@ from dml.miners import RandomMiner, Triplets
 #   e3 = (0.9, 1.2) class 1   d(0,3) = 1.5, d(1,3) = 0.5, d(2,3) = 1.2
 POINTS = torch.tensor([[0.0, 0.0], [0.6, 0.8], [0.9, 0.0], [0.9, 1.2]])
 LABELS = torch.tensor([0, 0, 1, 1])
-# (anchor, positive, negative): d_ap, d_an
-#   (0, 1, 2): 1.0, 0.9
-#   (0, 1, 3): 1.0, 1.5
-#   (2, 3, 0): 1.2, 0.9
-#   (1, 0, 3): 1.0, 0.5
+# (anchor, positive, negative): d_ap, d_an (squared: d_ap^2, d_an^2)
+#   (0, 1, 2): 1.0, 0.9  (1.0, 0.81)
+#   (0, 1, 3): 1.0, 1.5  (1.0, 2.25)
+#   (2, 3, 0): 1.2, 0.9  (1.44, 0.81)
+#   (1, 0, 3): 1.0, 0.5  (1.0, 0.25)
 TRIPLETS = Triplets(torch.tensor([0, 0, 2, 1]), torch.tensor([1, 1, 3, 0]), torch.tensor([2, 3, 0, 3]))
 
 
@@ -39,50 +41,44 @@ def _empty() -> Triplets:
 
 
 def test_triplet_loss_hand_computed_2d():
-    """Reference: by hand, relu(d_ap - d_an + 0.2) = 0.3, 0, 0.5, 0.7 -> mean 0.375."""
-    loss = TripletLoss(margin=0.2)(_points(), LABELS, TRIPLETS)
-    assert loss.item() == pytest.approx(0.375, abs=1e-6)
+    """Reference: by hand, relu(d_ap^2 - d_an^2 + 0.2) = 0.39, 0, 0.83, 0.95 -> mean 0.5425."""
+    loss = TripletLoss(TripletKnobs(margin=0.2))(_points(), LABELS, TRIPLETS)
+    assert loss.item() == pytest.approx(0.5425, abs=1e-6)
 
 
 def test_triplet_loss_hand_computed_margin_zero():
-    """Reference: by hand with m = 0: relu(0.1), relu(-0.5), relu(0.3), relu(0.5) -> 0.9 / 4."""
-    loss = TripletLoss(margin=0.0)(_points(), LABELS, TRIPLETS)
-    assert loss.item() == pytest.approx(0.225, abs=1e-6)
+    """Reference: by hand with m = 0: relu(0.19), relu(-1.25), relu(0.63), relu(0.75) -> 1.57 / 4."""
+    loss = TripletLoss(TripletKnobs(margin=0.0))(_points(), LABELS, TRIPLETS)
+    assert loss.item() == pytest.approx(0.3925, abs=1e-6)
 
 
 def test_triplet_loss_gradient_hand_computed():
-    """Reference: d/dx of mean relu(|a-p| - |a-n| + m) is (u_ap - u_an)/T on the anchor, -u_ap/T on
-    the positive, +u_an/T on the negative (u = unit vector from the other point to the anchor),
-    summed over active triplets only; written out for the 2-D case."""
+    """Reference: d/dx of mean relu(|a-p|^2 - |a-n|^2 + m) is 2(n - p)/T on the anchor, -2(a - p)/T
+    on the positive, +2(a - n)/T on the negative, summed over active triplets only; written out
+    for the 2-D case."""
     x = _points()
-    TripletLoss(margin=0.2)(x, LABELS, TRIPLETS).backward()
+    TripletLoss(TripletKnobs(margin=0.2))(x, LABELS, TRIPLETS).backward()
     p = POINTS.double()
     expected = torch.zeros_like(p)
     for a, pos, neg in zip(*(t.tolist() for t in (TRIPLETS.anchors, TRIPLETS.positives, TRIPLETS.negatives))):
-        d_ap = (p[a] - p[pos]).norm()
-        d_an = (p[a] - p[neg]).norm()
-        if d_ap - d_an + 0.2 <= 0:
+        if (p[a] - p[pos]).pow(2).sum() - (p[a] - p[neg]).pow(2).sum() + 0.2 <= 0:
             continue
-        u_ap = (p[a] - p[pos]) / d_ap
-        u_an = (p[a] - p[neg]) / d_an
-        expected[a] += (u_ap - u_an) / 4
-        expected[pos] -= u_ap / 4
-        expected[neg] += u_an / 4
+        expected[a] += 2 * (p[neg] - p[pos]) / 4
+        expected[pos] -= 2 * (p[a] - p[pos]) / 4
+        expected[neg] += 2 * (p[a] - p[neg]) / 4
     torch.testing.assert_close(x.grad.double(), expected, atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("margin", [0.05, 0.2, 0.5])
 def test_triplet_loss_matches_pytorch_metric_learning(margin):
-    """Reference: PML TripletMarginLoss (MeanReducer, same triplets as indices_tuple). PML's default
-    distance is non-squared Euclidean on L2-normalised inputs (asserted), so ours is applied to
-    F.normalize(x); values and gradients w.r.t. the raw x must agree."""
+    """Reference: PML TripletMarginLoss with squared Euclidean distances on the raw inputs
+    (LpDistance(power=2, normalize_embeddings=False)), MeanReducer and the same triplets as
+    indices_tuple (the method zoo's matching arguments); values and gradients must agree."""
     from pytorch_metric_learning.distances import LpDistance
     from pytorch_metric_learning.losses import TripletMarginLoss
     from pytorch_metric_learning.reducers import MeanReducer
 
-    pml = TripletMarginLoss(margin=margin, reducer=MeanReducer())
-    assert isinstance(pml.distance, LpDistance)
-    assert pml.distance.normalize_embeddings and pml.distance.p == 2 and pml.distance.power == 1
+    pml = TripletMarginLoss(margin=margin, distance=LpDistance(power=2, normalize_embeddings=False), reducer=MeanReducer())
     assert not pml.smooth_loss and not pml.swap
 
     g = torch.Generator().manual_seed(0)
@@ -92,7 +88,7 @@ def test_triplet_loss_matches_pytorch_metric_learning(margin):
     assert len(triplets) == 24 and bool((triplets.anchors != triplets.positives).all())
 
     x_ours = x.clone().requires_grad_(True)
-    ours = TripletLoss(margin)(F.normalize(x_ours, dim=1), labels, triplets)
+    ours = TripletLoss(TripletKnobs(margin=margin))(x_ours, labels, triplets)
     ours.backward()
     x_pml = x.clone().requires_grad_(True)
     ref = pml(x_pml, labels, indices_tuple=(triplets.anchors, triplets.positives, triplets.negatives))
@@ -105,7 +101,7 @@ def test_triplet_loss_matches_pytorch_metric_learning(margin):
 def test_triplet_loss_empty_triplets_is_zero_and_backpropagates():
     """Reference: no triplets -> loss 0, and backward() works and yields an all-zero gradient."""
     x = _points()
-    loss = TripletLoss(0.2)(x, LABELS, _empty())
+    loss = TripletLoss()(x, LABELS, _empty())
     assert loss.item() == 0.0 and loss.requires_grad
     loss.backward()
     assert torch.equal(x.grad, torch.zeros_like(x))
@@ -115,7 +111,7 @@ def test_triplet_loss_empty_triplets_is_zero_and_backpropagates():
 
 
 def _margin_loss(beta, per_class=True, num_classes=3, margin=0.2) -> MarginLoss:
-    loss = MarginLoss(num_classes, margin=margin, beta=1.2, per_class=per_class)
+    loss = MarginLoss(MarginKnobs(alpha=margin, beta=1.2, beta_per_class=per_class), num_classes=num_classes)
     with torch.no_grad():
         loss.beta.copy_(torch.as_tensor(beta, dtype=torch.float32))
     return loss
@@ -123,8 +119,8 @@ def _margin_loss(beta, per_class=True, num_classes=3, margin=0.2) -> MarginLoss:
 
 def test_margin_loss_init_beta_shapes():
     """Reference: the constructor arguments: one beta per class (or one), initialised to beta."""
-    assert torch.equal(MarginLoss(5, beta=0.6).beta.data, torch.full((5,), 0.6))
-    assert torch.equal(MarginLoss(5, beta=0.6, per_class=False).beta.data, torch.full((1,), 0.6))
+    assert torch.equal(MarginLoss(MarginKnobs(beta=0.6), num_classes=5).beta.data, torch.full((5,), 0.6))
+    assert torch.equal(MarginLoss(MarginKnobs(beta=0.6, beta_per_class=False), num_classes=5).beta.data, torch.full((1,), 0.6))
 
 
 def test_margin_loss_per_class_beta_hand_computed():
@@ -184,7 +180,7 @@ def test_margin_loss_gradient_matches_formula_on_random_data():
     triplets = RandomMiner(seed=2)(x, labels)
     betas = torch.tensor([0.9, 1.0, 1.1, 1.2, 1.3], dtype=torch.float64)
 
-    loss_fn = MarginLoss(5, margin=0.2).double()
+    loss_fn = MarginLoss(MarginKnobs(alpha=0.2), num_classes=5).double()
     with torch.no_grad():
         loss_fn.beta.copy_(betas)
     x1 = x.clone().requires_grad_(True)
@@ -210,7 +206,7 @@ def test_margin_loss_empty_triplets_is_zero_and_backpropagates():
     """Reference: no triplets -> loss 0 and a graph reaching both the embeddings and beta, whose
     gradients are exactly zero."""
     x = _points()
-    loss_fn = MarginLoss(3)
+    loss_fn = MarginLoss(num_classes=3)
     loss = loss_fn(x, LABELS, _empty())
     assert loss.item() == 0.0 and loss.requires_grad
     loss.backward()
@@ -218,22 +214,49 @@ def test_margin_loss_empty_triplets_is_zero_and_backpropagates():
     assert torch.equal(loss_fn.beta.grad, torch.zeros(3))
 
 
+def test_margin_loss_nu_regulariser_hand_computed():
+    """Reference: Wu et al.'s beta regulariser: (sum of hinge terms + nu * sum over triplets of
+    beta[class(anchor)]) / active terms; by hand with beta (1.0, 0.8) and nu 0.1:
+    (2.3 + 0.1 * (1.0 + 1.0 + 0.8 + 1.0)) / 7 (the paper's code raises NameError for nu > 0)."""
+    loss_fn = MarginLoss(MarginKnobs(alpha=0.2, nu=0.1), num_classes=3)
+    with torch.no_grad():
+        loss_fn.beta.copy_(torch.tensor([1.0, 0.8, 5.0]))
+    assert loss_fn(_points(), LABELS, TRIPLETS).item() == pytest.approx((2.3 + 0.1 * 3.8) / 7, abs=1e-6)
+
+
 # --------------------------------------------------------------------------- registry
 
 
-def test_build_loss_passes_config_values():
-    """Reference: the LossConfig fields: margin -> alpha / m, beta init, beta_per_class, beta_lr."""
-    assert set(LOSSES) == {"margin", "triplet"}
-    cfg = LossConfig(name="margin", margin=0.1, beta=0.6, beta_per_class=True, beta_lr=5e-4)
-    loss = build_loss(cfg, 7)
+def test_build_loss_passes_knobs_and_declared_needs():
+    """Reference: LossSection.<name> knobs reach the loss; a loss gets num_classes / embed_dim
+    exactly when its knobs declare them; the beta group follows loss.margin.optim."""
+    section = LossSection(name="margin", margin={"alpha": 0.1, "beta": 0.6, "optim": {"lr": 5e-4}})
+    loss = build_loss(section, num_classes=7, embed_dim=16)
     assert isinstance(loss, MarginLoss) and loss.margin == 0.1
     assert torch.equal(loss.beta.data, torch.full((7,), 0.6))
-    groups = loss_param_groups(loss, cfg)
-    assert len(groups) == 1 and groups[0]["lr"] == 5e-4 and groups[0]["params"][0] is loss.beta
+    groups = loss.param_groups(model_lr=1e-3)
+    assert len(groups) == 1 and groups[0]["lr"] == 5e-4 and groups[0]["weight_decay"] == 0.0
+    assert groups[0]["params"][0] is loss.beta
 
-    shared = build_loss(LossConfig(name="margin", beta_per_class=False), 7)
+    relative = build_loss(LossSection(margin={"optim": {"lr": 2.0, "lr_relative": True, "weight_decay": 1e-4}}), 7, 16)
+    assert relative.param_groups(model_lr=1e-3)[0]["lr"] == pytest.approx(2e-3)
+    assert relative.param_groups(model_lr=1e-3)[0]["weight_decay"] == 1e-4
+
+    shared = build_loss(LossSection(margin={"beta_per_class": False}), 7, 16)
     assert shared.beta.shape == (1,) and shared.beta.item() == pytest.approx(1.2)
 
-    trip = build_loss(LossConfig(name="triplet", margin=0.3), 7)
+    trip = build_loss(LossSection(name="triplet", triplet={"margin": 0.3}), 7, 16)
     assert isinstance(trip, TripletLoss) and trip.margin == 0.3
-    assert loss_param_groups(trip, LossConfig(name="triplet")) == []
+    assert trip.param_groups(model_lr=1e-3) == []
+
+
+def test_every_registered_loss_matches_its_knobs_and_builds():
+    """Reference: the registry contract: LOSSES[name].Knobs is the type of LossSection.<name>, and
+    every loss builds from the default knobs with the needs it declares."""
+    section = LossSection()
+    for name, cls in LOSSES.items():
+        assert cls.Knobs is type(getattr(section, name)), name
+        loss = build_loss(section.model_copy(update={"name": name}), num_classes=5, embed_dim=8)
+        assert isinstance(loss, cls)
+        if any(p.requires_grad for p in loss.parameters()):
+            assert loss.param_groups(1e-3), f"{name}: own parameters without an optimiser group"

@@ -9,15 +9,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dml.config import MinerConfig
-from dml.miners import MINERS, Triplets, build_miner, pairwise_distances
-from dml.miners.base import sample_from_mask
+from dml.miners.base import Triplets, pairwise_distances, sample_from_mask
+from dml.miners.config import MinerSection
+from dml.miners.registry import MINERS, build_miner
 from dml.miners.distance import (
     DistanceWeightedMiner,
     RhoDistanceMiner,
     inverse_sphere_density_weights,
 )
-from dml.miners.simple import RandomMiner, SemiHardMiner
+from dml.miners.sets import LiftedMiner, NoMiner, NPairMiner
+from dml.miners.simple import RandomMiner, SemiHardMiner, SoftHardMiner
 
 LOWER, UPPER = 0.5, 1.4
 
@@ -416,9 +417,14 @@ def test_rho_flip_rate_matches_p():
 
 
 def test_build_miner_passes_config_values():
-    """Reference: the MinerConfig fields reach the miners unchanged."""
-    assert set(MINERS) == {"random", "semihard", "distance", "rho_distance"}
-    cfg = MinerConfig(name="rho_distance", lower_cutoff=0.4, upper_cutoff=1.3, rho_p=0.15, semihard_margin=0.1)
+    """Reference: each miner's own knobs (MinerSection.<name>) reach it unchanged."""
+    assert set(MINERS) == {"random", "semihard", "softhard", "distance", "rho_distance", "npair", "lifted", "none"}
+    cfg = MinerSection(
+        name="rho_distance",
+        distance={"lower_cutoff": 0.4, "upper_cutoff": 1.3},
+        rho_distance={"p": 0.15, "lower_cutoff": 0.4, "upper_cutoff": 1.3},
+        semihard={"margin": 0.1},
+    )
     m = build_miner(cfg, seed=0)
     assert isinstance(m, RhoDistanceMiner) and (m.p, m.lower_cutoff, m.upper_cutoff) == (0.15, 0.4, 1.3)
     d = build_miner(cfg.model_copy(update={"name": "distance"}), seed=0)
@@ -426,6 +432,9 @@ def test_build_miner_passes_config_values():
     s = build_miner(cfg.model_copy(update={"name": "semihard"}), seed=0)
     assert isinstance(s, SemiHardMiner) and s.margin == 0.1
     assert type(build_miner(cfg.model_copy(update={"name": "random"}), seed=0)) is RandomMiner
+    expected = {"softhard": SoftHardMiner, "npair": NPairMiner, "lifted": LiftedMiner, "none": NoMiner}
+    for name, cls in expected.items():
+        assert type(build_miner(cfg.model_copy(update={"name": name}), seed=0)) is cls
     # the seed argument seeds the miner's generator
     x, labels = _unit(16, 8, 0), torch.arange(4).repeat_interleave(4)
     a = build_miner(cfg, seed=4)(x, labels)

@@ -40,9 +40,9 @@ def test_small_cnn_parameter_count():
     BN affine 2*(32+64+128+256) = 960, head 256*128 + 128 = 32,896 -> 421,216 (and with a
     64-d head: 388,320 + 256*64 + 64 = 404,768; 3 input channels add 2*32*9 = 576)."""
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-    assert count(build_model(ModelConfig(name="small_cnn", embed_dim=128), 1, MEAN1, STD1)) == 421_216
-    assert count(build_model(ModelConfig(name="small_cnn", embed_dim=64), 1, MEAN1, STD1)) == 404_768
-    assert count(build_model(ModelConfig(name="small_cnn", embed_dim=128), 3, MEAN3, STD3)) == 421_216 + 576
+    assert count(build_model(ModelConfig(normalize=True, name="small_cnn", embed_dim=128), 1, MEAN1, STD1)) == 421_216
+    assert count(build_model(ModelConfig(normalize=True, name="small_cnn", embed_dim=64), 1, MEAN1, STD1)) == 404_768
+    assert count(build_model(ModelConfig(normalize=True, name="small_cnn", embed_dim=128), 3, MEAN3, STD3)) == 421_216 + 576
 
 
 @pytest.mark.parametrize("embed_dim,channels", [(128, 1), (32, 3)])
@@ -51,7 +51,7 @@ def test_small_cnn_forward_is_normalised_head_of_features(embed_dim, channels):
     (B, embed_dim), unit L2 norms; uint8 and float inputs give the same output."""
     torch.manual_seed(0)
     mean, std = (MEAN1, STD1) if channels == 1 else (MEAN3, STD3)
-    model = build_model(ModelConfig(name="small_cnn", embed_dim=embed_dim), channels, mean, std).eval()
+    model = build_model(ModelConfig(normalize=True, name="small_cnn", embed_dim=embed_dim), channels, mean, std).eval()
     images = _images(5, channels, 16)
     with torch.no_grad():
         out = model(images)
@@ -65,13 +65,27 @@ def test_small_cnn_forward_is_normalised_head_of_features(embed_dim, channels):
     torch.testing.assert_close(out_float, out, atol=0, rtol=0)
 
 
+def test_unnormalised_model_returns_the_raw_head_output():
+    """Reference: the definition with model.normalize false (N-pair, angular, lifted in the paper):
+    head(features((x - mean) / std)), not unit length; an unresolved 'auto' is refused."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(normalize=False, name="small_cnn", embed_dim=16), 1, MEAN1, STD1).eval()
+    images = _images(4, 1, 16)
+    with torch.no_grad():
+        raw = model.head(model.features((images.float() - torch.tensor(MEAN1).view(1, -1, 1, 1)) / torch.tensor(STD1).view(1, -1, 1, 1)))
+        torch.testing.assert_close(model(images), raw, atol=0, rtol=0)
+    assert not torch.allclose(raw.norm(dim=1), torch.ones(4))
+    with pytest.raises(ValueError, match="model.normalize: unresolved 'auto'"):
+        build_model(ModelConfig(name="small_cnn"), 1, MEAN1, STD1)
+
+
 def test_freeze_bn_keeps_bn_in_eval_mode_and_stats_fixed():
     """Reference: the frozen-BN rule (Roth et al.): after model.train() every BatchNorm is in eval
     mode (everything else in train mode), a forward pass in train mode leaves running_mean,
     running_var and num_batches_tracked bit-identical, and the output equals the eval-mode
     output. Also after eval() -> train()."""
     torch.manual_seed(0)
-    model = build_model(ModelConfig(name="small_cnn", freeze_bn=True), 1, MEAN1, STD1)
+    model = build_model(ModelConfig(normalize=True, name="small_cnn", freeze_bn=True), 1, MEAN1, STD1)
     images = _images(4, 1, 16)
     with torch.no_grad():
         eval_out = model.eval()(images)
@@ -94,7 +108,7 @@ def test_no_freeze_bn_updates_stats_by_momentum_formula():
     batch variance (batch statistics of the conv output captured by a hook); num_batches_tracked
     = 1 in every BN layer."""
     torch.manual_seed(0)
-    model = build_model(ModelConfig(name="small_cnn", freeze_bn=False), 1, MEAN1, STD1)
+    model = build_model(ModelConfig(normalize=True, name="small_cnn", freeze_bn=False), 1, MEAN1, STD1)
     model.train()
     bns = _bn_layers(model)
     assert all(bn.training for bn in bns)
@@ -140,7 +154,7 @@ def test_resnet50_missing_weights_error_names_path(tmp_path, monkeypatch):
     expected = _expected_weights_path(tmp_path)
     assert pretrained_weights_path() == expected
     with pytest.raises(FileNotFoundError) as err:
-        build_model(ModelConfig(name="resnet50", pretrained=True), 3, MEAN3, STD3)
+        build_model(ModelConfig(normalize=True, name="resnet50", pretrained=True), 3, MEAN3, STD3)
     assert str(expected) in str(err.value) and "download" in str(err.value)
 
 
@@ -150,7 +164,7 @@ def test_resnet50_loads_weights_from_torch_hub_cache(fake_checkpoint, monkeypatc
     a 2x3x64x64 input gives (2, 128) unit vectors."""
     home, known = fake_checkpoint
     monkeypatch.setenv("TORCH_HOME", str(home))
-    model = build_model(ModelConfig(name="resnet50", pretrained=True, embed_dim=128), 3, MEAN3, STD3)
+    model = build_model(ModelConfig(normalize=True, name="resnet50", pretrained=True, embed_dim=128), 3, MEAN3, STD3)
     feats = model.features
     assert torch.equal(feats.conv1.weight.data, known["conv1.weight"])
     assert torch.equal(feats.layer4[2].bn3.running_mean, known["layer4.2.bn3.running_mean"])
@@ -167,7 +181,7 @@ def test_resnet50_grayscale_conv1_sums_rgb_filters(fake_checkpoint, monkeypatch)
     (the checkpoint's pattern summed over dim 1), shape (64, 1, 7, 7), stride 2, padding 3."""
     home, known = fake_checkpoint
     monkeypatch.setenv("TORCH_HOME", str(home))
-    model = build_model(ModelConfig(name="resnet50", pretrained=True, embed_dim=16), 1, MEAN1, STD1)
+    model = build_model(ModelConfig(normalize=True, name="resnet50", pretrained=True, embed_dim=16), 1, MEAN1, STD1)
     conv = model.features.conv1
     assert conv.weight.shape == (64, 1, 7, 7) and conv.stride == (2, 2) and conv.padding == (3, 3) and conv.bias is None
     torch.testing.assert_close(conv.weight.data, known["conv1.weight"].sum(dim=1, keepdim=True), atol=1e-6, rtol=0)
@@ -178,7 +192,7 @@ def test_resnet50_unpretrained_never_reads_cache(tmp_path, monkeypatch):
     """Reference: pretrained=False needs no file (empty TORCH_HOME); the forward on 2x3x64x64 gives
     (2, 32) unit vectors; freeze_bn puts all 53 BatchNorm layers of ResNet50 in eval mode."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    model = build_model(ModelConfig(name="resnet50", embed_dim=32, freeze_bn=True), 3, MEAN3, STD3).train()
+    model = build_model(ModelConfig(normalize=True, name="resnet50", embed_dim=32, freeze_bn=True), 3, MEAN3, STD3).train()
     bns = _bn_layers(model)
     assert len(bns) == 53 and all(not bn.training for bn in bns)
     before = _bn_state(model)
@@ -194,7 +208,7 @@ def test_models_registry_and_embedding_model_type():
     """Reference: the ModelConfig Literal names; build_model returns an EmbeddingModel whose head
     maps the backbone's feature width (256 for small_cnn) to embed_dim."""
     assert set(MODELS) == {"small_cnn", "resnet50"}
-    model = build_model(ModelConfig(name="small_cnn", embed_dim=24), 1, MEAN1, STD1)
+    model = build_model(ModelConfig(normalize=True, name="small_cnn", embed_dim=24), 1, MEAN1, STD1)
     assert isinstance(model, EmbeddingModel)
     assert (model.head.in_features, model.head.out_features) == (256, 24)
     assert torch.equal(model.mean, torch.tensor(MEAN1).view(1, -1, 1, 1))

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-ALL_STAGES = ["prepare", "preprocess", "train", "embed", "index", "evaluate", "spectrum", "report"]
+ALL_STAGES = ["prepare", "preprocess", "configure", "train", "embed", "index", "evaluate", "spectrum", "report"]
 
 TINY = {
     "data": {"max_classes": 16, "samples_per_class": 8},
@@ -43,11 +43,18 @@ def ran_stages(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([\w-]+)'", output))
 
 
+def _merge(target: dict, changes: dict) -> None:
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge(target[key], value)
+        else:
+            target[key] = value
+
+
 def set_params(repo: Path, **changes: dict) -> None:
     path = repo / "params.yaml"
     params = yaml.safe_load(path.read_text())
-    for section, values in changes.items():
-        params[section].update(values)
+    _merge(params, changes)
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -99,7 +106,10 @@ def test_full_then_selective_reruns(repo):
         ({"index": {"metric": "ip"}}, {"index", "evaluate", "report"}),
         ({"index": {"type": "hnsw"}}, {"index", "evaluate", "report"}),
         ({"index": {"type": "ivf", "nlist": 4, "nprobe": 1}}, {"index", "evaluate", "report"}),
-        ({"miner": {"name": "random"}}, {"train", "embed", "index", "evaluate", "spectrum", "report"}),
+        # knobs of methods that are not selected: configure reruns, its output is unchanged, and
+        # DVC skips train and everything after it
+        ({"loss": {"arcface": {"scale": 30.0}}, "miner": {"semihard": {"margin": 0.5}}}, {"configure"}),
+        ({"miner": {"name": "random"}}, {"configure", "train", "embed", "index", "evaluate", "spectrum", "report"}),
     ]
     reports = 1
     for changes, expected in cases:
@@ -108,7 +118,7 @@ def test_full_then_selective_reruns(repo):
         ran = ran_stages(result.stdout)
         # report reruns only when a result changed (an eval-only change can reproduce
         # eval.json byte for byte); index changes always do, through index/meta.json.
-        if "index" in changes and "miner" not in changes:
+        if expected == {"configure"} or ("index" in changes and "miner" not in changes):
             assert ran == expected, changes
         else:
             assert expected - {"report"} <= ran <= expected, changes
@@ -165,6 +175,7 @@ def test_prefect_flow_runs_the_dvc_dag(repo, tmp_path):
     assert set(dag) == set(ALL_STAGES) and list(dag)[0] == "prepare" and list(dag)[-1] == "report"
     assert dag["evaluate"] == ["embed", "index"]
     assert dag["report"] == ["evaluate", "index", "spectrum", "train"]
+    assert dag["train"] == ["configure", "preprocess"] and dag["configure"] == []
     run([sys.executable, "-m", "dvc", "repro"], repo)
     set_params(repo, spectrum={"skip_largest": [0, 2]})
     env_home = tmp_path / "prefect"

@@ -9,8 +9,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from dml.config import SamplerConfig
-from dml.samplers import SAMPLERS, ClassBalancedSampler, RandomSampler, build_sampler
+from dml.samplers.basic import ClassBalancedSampler, RandomSampler
+from dml.samplers.config import SamplerSection
+from dml.samplers.registry import SAMPLERS, build_sampler
 
 # 10 classes of sizes 1, 2, 3, ..., 10 (55 samples), shuffled positions.
 _SIZES = np.arange(1, 11)
@@ -121,9 +122,9 @@ def test_random_sampler_is_a_permutation_prefix():
 
 
 def test_build_sampler_passes_config_values():
-    """Reference: the SamplerConfig fields: name selects the class, samples_per_class reaches it."""
+    """Reference: the SamplerSection fields: name selects the class, its knobs reach it."""
     assert set(SAMPLERS) == {"random", "class_balanced"}
-    s = build_sampler(SamplerConfig(name="class_balanced", samples_per_class=4), LABELS, 16)
+    s = build_sampler(SamplerSection(name="class_balanced", class_balanced={"samples_per_class": 4}), LABELS, 16)
     assert isinstance(s, ClassBalancedSampler) and s.samples_per_class == 4 and s.batch_size == 16
-    r = build_sampler(SamplerConfig(name="random"), LABELS, 16)
+    r = build_sampler(SamplerSection(name="random"), LABELS, 16)
     assert type(r) is RandomSampler and len(r) == 55 // 16

@@ -52,7 +52,7 @@ def test_missing_store_folder(tmp_path):
 
 
 def test_one_run_per_result_and_model_logged_once(store):
-    params = parse_params({"miner": {"name": "rho_distance", "rho_p": 0.4}})
+    params = parse_params({"miner": {"name": "rho_distance", "rho_distance": {"p": 0.4}}})
     model_file = store / "model.pt"
     model_file.write_bytes(b"weights")
     plot = store / "plot.png"
@@ -68,7 +68,7 @@ def test_one_run_per_result_and_model_logged_once(store):
     first = report_result(params, training.run_id, {"recall_at_1": 0.8}, curves, [plot], model_file)
     assert first["run_id"] == training.run_id and not first["new_run"]
 
-    second_params = parse_params({"miner": {"name": "rho_distance", "rho_p": 0.4}, "eval": {"recall_at": [1, 16]}})
+    second_params = parse_params({"miner": {"name": "rho_distance", "rho_distance": {"p": 0.4}}, "eval": {"recall_at": [1, 16]}})
     second = report_result(second_params, training.run_id, {"recall_at_1": 0.8}, curves, [plot], model_file)
     assert second["new_run"] and second["run_id"] != training.run_id
 
@@ -76,7 +76,7 @@ def test_one_run_per_result_and_model_logged_once(store):
     runs = client.search_runs([training.experiment_id])
     assert len(runs) == 2
     new = client.get_run(second["run_id"])
-    assert new.data.params["miner.rho_p"] == "0.4" and new.data.params["eval.recall_at"] == "1,16"
+    assert new.data.params["miner.rho_distance.p"] == "0.4" and new.data.params["eval.recall_at"] == "1,16"
     assert new.data.tags[MODEL_RUN_TAG] == training.run_id
     assert [(m.step, m.value) for m in client.get_metric_history(new.info.run_id, "train_loss")] == [(1, 0.5), (2, 0.4)]
     live = client.get_metric_history(training.run_id, "test_recall_at_1")

@@ -27,7 +27,7 @@ def tiny_params(**train):
     return parse_params(
         {
             "model": {"embed_dim": 16},
-            "sampler": {"samples_per_class": 4},
+            "sampler": {"class_balanced": {"samples_per_class": 4}},
             "train": {"epochs": 2, "batch_size": 32, "num_threads": 1, **train},
         }
     )
