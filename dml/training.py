@@ -51,6 +51,7 @@ class EpochRecord:
 class TrainResult:
     model: EmbeddingModel
     curve: list[EpochRecord]
+    criterion: Loss  # with its trained parameters (beta, proxies, class weights, centres)
 
 
 def training_fingerprint(params: Params, stats: Stats) -> str:
@@ -181,12 +182,11 @@ def train(
             total_loss += loss.item()
             total_tuples += len(tuples) if tuples is not None else 0
         seconds = time.perf_counter() - started
-        beta = getattr(criterion, "beta", None)
         record = EpochRecord(
             epoch=epoch + 1,
             loss=total_loss / len(sampler),
             tuples_per_batch=total_tuples / len(sampler) if params.miner.knobs.produces else None,
-            beta_mean=float(beta.detach().mean()) if beta is not None else None,
+            beta_mean=criterion.monitored().get("beta_mean"),
             seconds=seconds,
             test_recall_at_1=quick_recall_at_1(model, eval_split) if eval_split is not None else None,
         )
@@ -211,4 +211,4 @@ def train(
         if on_epoch is not None:
             on_epoch(record)
     model.eval()
-    return TrainResult(model=model, curve=curve)
+    return TrainResult(model=model, curve=curve, criterion=criterion)

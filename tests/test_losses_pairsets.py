@@ -65,7 +65,9 @@ def test_lifted_hand_computed_1d():
     assert loss.item() == pytest.approx(2 + math.log(1 + math.exp(-1)) + 0.005, abs=1e-12)
 
 
-@pytest.mark.parametrize(("margin", "l2_weight", "scale"), [(1.0, 0.005, 1.0), (0.5, 0.0, 1.0), (1.0, 0.005, 0.5), (2.0, 0.1, 0.5)])
+@pytest.mark.parametrize(
+    ("margin", "l2_weight", "scale"), [(1.0, 0.005, 1.0), (0.5, 0.0, 1.0), (1.0, 0.005, 0.5), (2.0, 0.1, 0.5)]
+)
 def test_lifted_matches_pytorch_metric_learning(margin, l2_weight, scale):
     """Reference: PML GeneralizedLiftedStructureLoss(neg_margin=margin, pos_margin=0,
     distance=LpDistance(normalize_embeddings=False), MeanReducer) + LpRegularizer at weight
@@ -82,9 +84,9 @@ def test_lifted_matches_pytorch_metric_learning(margin, l2_weight, scale):
     sets = LiftedMiner()(x, labels)
     assert len(sets) == len(labels)
     _assert_ragged(sets)
-    hinge = torch.cdist(x[sets.anchors], x)
-    pos = torch.logsumexp(hinge.masked_fill(~sets.positives, -math.inf), 1)
-    neg = torch.logsumexp((margin - hinge).masked_fill(~sets.negatives, -math.inf), 1)
+    d = torch.cdist(x[sets.anchors], x)
+    pos = torch.logsumexp(d.masked_fill(~sets.positives, -math.inf), 1)
+    neg = torch.logsumexp((margin - d).masked_fill(~sets.negatives, -math.inf), 1)
     if scale == 0.5:
         assert ((pos + neg) <= 0).any() and ((pos + neg) > 0).any(), "want active and inactive anchors"
 
@@ -186,7 +188,9 @@ def test_npair_matches_pytorch_metric_learning_on_its_pairs():
     negatives &= ~positives
     sets = PairSets(a, positives, negatives)
 
-    pml = NPairsLoss(distance=DotProductSimilarity(normalize_embeddings=False), embedding_regularizer=LpRegularizer(), embedding_reg_weight=0.005)
+    pml = NPairsLoss(
+        distance=DotProductSimilarity(normalize_embeddings=False), embedding_regularizer=LpRegularizer(), embedding_reg_weight=0.005
+    )
     v, g = _value_and_grad(lambda e: NPairLoss()(e, labels, sets), x)
     v_ref, g_ref = _value_and_grad(lambda e: pml(e, labels), x)
     assert v == pytest.approx(v_ref, rel=1e-12)
@@ -305,7 +309,8 @@ def test_angular_with_only_npair_weight_is_the_npair_loss():
 
 
 def _empty_sets(batch: int) -> PairSets:
-    return PairSets(torch.empty(0, dtype=torch.long), torch.zeros(0, batch, dtype=torch.bool), torch.zeros(0, batch, dtype=torch.bool))
+    none = torch.zeros(0, batch, dtype=torch.bool)
+    return PairSets(torch.empty(0, dtype=torch.long), none, none)
 
 
 @pytest.mark.parametrize("cls", [LiftedLoss, NPairLoss, AngularLoss])
@@ -342,11 +347,10 @@ def test_registry_builds_pairset_losses_with_their_knobs():
     assert isinstance(lifted, LiftedLoss) and (lifted.margin, lifted.l2_weight) == (0.7, 0.01)
     npair = build_loss(LossSection(name="npair", npair={"l2_weight": 0.02}), 5, 8)
     assert isinstance(npair, NPairLoss) and npair.l2_weight == 0.02
-    angular = build_loss(
-        LossSection(name="angular", angular={"alpha_degrees": 30, "npair_weight": 0.5, "angular_weight": 3, "l2_weight": 0.0}), 5, 8
-    )
-    assert isinstance(angular, AngularLoss)
-    assert angular.sq_tan_alpha == pytest.approx(1 / 3) and (angular.npair_weight, angular.angular_weight, angular.l2_weight) == (0.5, 3, 0)
+    knobs = {"alpha_degrees": 30, "npair_weight": 0.5, "angular_weight": 3, "l2_weight": 0.0}
+    angular = build_loss(LossSection(name="angular", angular=knobs), 5, 8)
+    assert isinstance(angular, AngularLoss) and angular.sq_tan_alpha == pytest.approx(1 / 3)
+    assert (angular.npair_weight, angular.angular_weight, angular.l2_weight) == (0.5, 3, 0)
     for name, cls in (("lifted", LiftedLoss), ("npair", NPairLoss), ("angular", AngularLoss)):
         knobs = getattr(LossSection(), name)
         assert cls.Knobs is type(knobs) and not knobs.normalized_embeddings

@@ -23,10 +23,11 @@ def synthetic_split(classes: int = 12, per_class: int = 8, seed: int = 0) -> Spl
     return SplitArrays(images=images, labels=labels + 100, ids=np.arange(len(labels)))
 
 
-def tiny_params(**train):
+def tiny_params(loss: str = "margin", **train):
     return parse_params(
         {
             "model": {"embed_dim": 16},
+            "loss": {"name": loss},
             "sampler": {"class_balanced": {"samples_per_class": 4}},
             "train": {"epochs": 2, "batch_size": 32, "num_threads": 1, **train},
         }
@@ -56,9 +57,22 @@ def test_learns_on_separable_data():
     assert result.curve[-1].loss < untrained.curve[0].loss
 
 
-def test_interrupted_training_resumes_to_identical_weights(tmp_path):
+# margin: per-class beta; proxynca / proxyanchor: proxies at their own lr; softmax / arcface /
+# softtriple: class weights and centres; quadruplet: the loss's own random stream; lifted: an
+# unnormalised model with a set miner; rho_distance: a miner with two random streams.
+@pytest.mark.parametrize(
+    ("loss", "miner"),
+    [("margin", "rho_distance"), ("proxynca", "auto"), ("proxyanchor", "auto"), ("arcface", "auto"),
+     ("softtriple", "auto"), ("quadruplet", "auto"), ("lifted", "auto")],
+)
+def test_interrupted_training_resumes_to_identical_weights(tmp_path, loss, miner):
+    """Reference: the uninterrupted run: resumed after epoch 1 of 3, the model, the loss's own
+    parameters (beta, proxies, class weights, centres) and the curve are bit-identical."""
     split = synthetic_split()
-    params = tiny_params(epochs=3)
+    raw = tiny_params(loss, epochs=3).model_dump()
+    raw["miner"]["name"] = miner
+    raw["model"]["normalize"] = "auto"
+    params = parse_params(raw)
     reference = train(params, split, STATS, progress=False)
 
     checkpoint = tmp_path / "train.pt"
@@ -75,6 +89,11 @@ def test_interrupted_training_resumes_to_identical_weights(tmp_path):
     assert resumed_epochs == [2, 3]
     for key, value in state(reference).items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
+    own = reference.criterion.state_dict()
+    assert own.keys() == resumed.criterion.state_dict().keys()
+    for key, value in own.items():
+        assert torch.equal(value, resumed.criterion.state_dict()[key]), key
+    assert [r.loss for r in reference.curve] == [r.loss for r in resumed.curve]
 
 
 def test_checkpoint_of_other_params_is_not_resumed(tmp_path):

@@ -39,6 +39,10 @@ class Loss(nn.Module):
         optim = self.knobs.optim  # every loss with parameters has an optim knob (tested)
         return [{"params": params, "lr": optim.learning_rate(model_lr), "weight_decay": optim.weight_decay}]
 
+    def monitored(self) -> dict[str, float]:
+        """Numbers of the loss's own state worth a per-epoch curve (margin loss: mean beta)."""
+        return {}
+
     def zero(self, embeddings: torch.Tensor) -> torch.Tensor:
         """A zero loss connected to the embeddings and every own parameter (nothing to learn from
         this batch, but backward() and the optimiser step still work)."""

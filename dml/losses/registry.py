@@ -3,13 +3,30 @@
 from __future__ import annotations
 
 from dml.losses.base import Loss
+from dml.losses.batch import HistogramLoss, MultiSimilarityLoss
+from dml.losses.classification import ArcFaceLoss, NormalizedSoftmaxLoss, SoftTripleLoss
 from dml.losses.config import LossSection
-from dml.losses.ranking import MarginLoss, TripletLoss
+from dml.losses.pairsets import AngularLoss, LiftedLoss, NPairLoss
+from dml.losses.proxy import ProxyAnchorLoss, ProxyNCALoss
+from dml.losses.ranking import ContrastiveLoss, MarginLoss, QuadrupletLoss, SNRLoss, TripletLoss
 from dml.registry import lookup
 
 LOSSES: dict[str, type[Loss]] = {
     "triplet": TripletLoss,
+    "contrastive": ContrastiveLoss,
     "margin": MarginLoss,
+    "lifted": LiftedLoss,
+    "npair": NPairLoss,
+    "angular": AngularLoss,
+    "quadruplet": QuadrupletLoss,
+    "snr": SNRLoss,
+    "multisimilarity": MultiSimilarityLoss,
+    "histogram": HistogramLoss,
+    "softmax": NormalizedSoftmaxLoss,
+    "arcface": ArcFaceLoss,
+    "softtriple": SoftTripleLoss,
+    "proxynca": ProxyNCALoss,
+    "proxyanchor": ProxyAnchorLoss,
 }
 
 
