@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -187,3 +188,25 @@ def test_prefect_flow_runs_the_dvc_dag(repo, tmp_path):
     assert result.stdout.strip().splitlines()[-1] == "ran: spectrum, report"
     status = run([sys.executable, "-m", "dvc", "status", "--quiet"], repo, check=False)
     assert status.returncode == 0, status.stdout
+
+
+@pytest.mark.parametrize(("loss", "miner", "normalised"), [("npair", "npair", False), ("proxyanchor", "none", True)])
+def test_experiment_with_another_loss_from_one_override(repo, loss, miner, normalised):
+    """`dvc exp run -S loss.name=...` alone is enough: miner.name and model.normalize are `auto`
+    in params.yaml, so the loss's own miner and normalisation are resolved into configs/train.json;
+    the unnormalised N-pair embeddings reach the evaluation unnormalised, as in the paper."""
+    from dml.embeddings import read_embeddings
+
+    run([sys.executable, "-m", "dvc", "repro"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "baseline", "--allow-empty"], repo)
+    result = run([sys.executable, "-m", "dvc", "exp", "run", "-n", f"zoo-{loss}", "-S", f"loss.name={loss}"], repo)
+    assert {"configure", "train", "embed", "evaluate"} <= ran_stages(result.stdout)
+    config = json.loads((repo / "configs/train.json").read_text())
+    assert config["loss"]["name"] == loss and config["miner"]["name"] == miner
+    assert config["model"]["normalize"] is normalised
+    norms = np.linalg.norm(read_embeddings(repo / "embeddings/test.parquet").vectors, axis=1)
+    assert np.allclose(norms, 1.0, atol=1e-4) is normalised
+    assert 0.0 < json.loads((repo / "metrics/eval.json").read_text())["recall_at_1"] <= 1.0
+    run(["git", "checkout", "--", "params.yaml"], repo)
+    run([sys.executable, "-m", "dvc", "checkout", "--force"], repo, check=False)
