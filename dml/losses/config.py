@@ -111,52 +111,52 @@ class SNRKnobs(LossKnobs):
     reg_weight: float = Field(0.005, ge=0.0, description="weight of mean |sum_k a_k| over anchors (zero-mean regulariser)")
 
 
-class MultiSimilarityKnobs(LossKnobs):
-    """Wang et al. 2019: pairs mined inside the loss (epsilon), soft-weighted by alpha / beta around lambda."""
+class _WholeBatch(LossKnobs):
+    """Losses that read the whole batch and mine nothing (or mine inside)."""
 
     consumes: ClassVar[TupleKind | None] = None
     default_miner: ClassVar[str] = "none"
+
+
+class _ClassParameters(_WholeBatch):
+    """Classification and proxy losses: learnable per-class weights / proxies / centres."""
+
+    needs: ClassVar[tuple[str, ...]] = ("num_classes", "embed_dim")
+
+
+class MultiSimilarityKnobs(_WholeBatch):
+    """Wang et al. 2019: pairs mined inside the loss (epsilon), soft-weighted by alpha / beta around lambda."""
+
     alpha: float = Field(2.0, gt=0.0, description="positive weight")
     beta: float = Field(40.0, gt=0.0, description="negative weight")
     epsilon: float = Field(0.1, ge=0.0, description="mining margin")
     base: float = Field(0.5, description="similarity threshold lambda")
 
 
-class HistogramKnobs(LossKnobs):
+class HistogramKnobs(_WholeBatch):
     """Ustinova & Lempitsky 2016: probability that a negative pair is more similar than a positive one."""
 
-    consumes: ClassVar[TupleKind | None] = None
-    default_miner: ClassVar[str] = "none"
     nodes: int = Field(65, ge=3, description="histogram nodes R in [-1, 1] (SOP: 11)")
 
 
-class SoftmaxKnobs(LossKnobs):
+class SoftmaxKnobs(_ClassParameters):
     """Normalised softmax (Zhai & Wu 2018): cross-entropy of cosine logits / temperature."""
 
-    consumes: ClassVar[TupleKind | None] = None
-    default_miner: ClassVar[str] = "none"
-    needs: ClassVar[tuple[str, ...]] = ("num_classes", "embed_dim")
     temperature: float = Field(0.05, gt=0.0)
     optim: ParamOptim = ParamOptim(lr=1e-5)
 
 
-class ArcFaceKnobs(LossKnobs):
+class ArcFaceKnobs(_ClassParameters):
     """Deng et al. 2019: additive angular margin on the target logit, scaled cosine cross-entropy."""
 
-    consumes: ClassVar[TupleKind | None] = None
-    default_miner: ClassVar[str] = "none"
-    needs: ClassVar[tuple[str, ...]] = ("num_classes", "embed_dim")
     margin: float = Field(0.5, ge=0.0, lt=math.pi / 2, description="angular margin in radians")
     scale: float = Field(16.0, gt=0.0)
     optim: ParamOptim = ParamOptim(lr=5e-4)
 
 
-class SoftTripleKnobs(LossKnobs):
+class SoftTripleKnobs(_ClassParameters):
     """Qian et al. 2019: K centres per class, soft assignment, large-margin softmax, centre regulariser."""
 
-    consumes: ClassVar[TupleKind | None] = None
-    default_miner: ClassVar[str] = "none"
-    needs: ClassVar[tuple[str, ...]] = ("num_classes", "embed_dim")
     centers_per_class: int = Field(2, ge=1, description="K")
     la: float = Field(8.0, gt=0.0, description="lambda: scale of the class logits")
     gamma: float = Field(0.1, gt=0.0, description="temperature of the soft assignment to centres (1/gamma scales it)")
@@ -165,22 +165,16 @@ class SoftTripleKnobs(LossKnobs):
     optim: ParamOptim = ParamOptim(lr=1.0, lr_relative=True)
 
 
-class ProxyNCAKnobs(LossKnobs):
+class ProxyNCAKnobs(_ClassParameters):
     """Movshovitz-Attias et al. 2017: NCA against one proxy per class, positive proxy left out of the denominator."""
 
-    consumes: ClassVar[TupleKind | None] = None
-    default_miner: ClassVar[str] = "none"
-    needs: ClassVar[tuple[str, ...]] = ("num_classes", "embed_dim")
     scale: float = Field(3.0, gt=0.0, description="embeddings and proxies are scaled to this norm")
     optim: ParamOptim = ParamOptim(lr=50.0, lr_relative=True)
 
 
-class ProxyAnchorKnobs(LossKnobs):
+class ProxyAnchorKnobs(_ClassParameters):
     """Kim et al. 2020: every proxy is an anchor against the batch's positives and negatives."""
 
-    consumes: ClassVar[TupleKind | None] = None
-    default_miner: ClassVar[str] = "none"
-    needs: ClassVar[tuple[str, ...]] = ("num_classes", "embed_dim")
     margin: float = Field(0.1, ge=0.0, description="delta")
     alpha: float = Field(32.0, gt=0.0)
     optim: ParamOptim = ParamOptim(lr=100.0, lr_relative=True)
