@@ -9,7 +9,6 @@ TRAIN_CONFIG = Path("configs/train.json")  # the resolved training config (stage
 MODEL = Path("models/model.pt")
 TRAIN_RUN = Path("models/mlflow_run.json")
 CHECKPOINT = Path("checkpoints/train.pt")
-CHECKPOINT_RUN = Path("checkpoints/mlflow_run.json")  # the MLflow run an interrupted training resumes
 EMBEDDINGS = Path("embeddings")
 INDEX = Path("index")
 INDEX_FILE = INDEX / "test.faiss"

@@ -8,6 +8,7 @@ epoch checkpoint replays exactly the batches the uninterrupted run would have se
 from __future__ import annotations
 
 import hashlib
+import math
 import json
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from tqdm import tqdm
 
 from dml.config import Params
 from dml.data.arrays import SplitArrays, Stats
+from dml.errors import TrainingError
 from dml.indexing import exact_searcher, search_neighbours
 from dml.inference import embed_arrays
 from dml.io import atomic_file
@@ -86,6 +88,15 @@ def quick_recall_at_1(model: EmbeddingModel, split: SplitArrays) -> float:
     return float(np.mean(split.labels[found] == split.labels))
 
 
+def read_checkpoint(path: Path | None, fingerprint: str) -> dict | None:
+    """The checkpoint's state if it belongs to this training (same fingerprint), else None.
+    Loaded with ``weights_only=True``: a file dropped there cannot run code."""
+    if path is None or not Path(path).is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state if state.get("fingerprint") == fingerprint else None
+
+
 def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
     return int(np.random.default_rng([seed, epoch, stream]).integers(2**62))
 
@@ -143,7 +154,11 @@ def train(
     checkpoint: Path | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
     progress: bool = True,
+    attempt: str = "",
 ) -> TrainResult:
+    """Train from params; with ``checkpoint``, save every epoch there and resume from it when it
+    belongs to the same training (fingerprint). ``attempt`` is stored with it (the tracking run a
+    resumed training continues)."""
     cfg = params.train
     setup = build_training(params, train_split, stats)
     model, criterion, miner, sampler, optimizer = setup.model, setup.criterion, setup.miner, setup.sampler, setup.optimizer
@@ -152,17 +167,16 @@ def train(
     fingerprint = training_fingerprint(params, stats)
     curve: list[EpochRecord] = []
     start_epoch = 0
-    if checkpoint is not None and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        if state["fingerprint"] == fingerprint:
-            model.load_state_dict(state["model"])
-            criterion.load_state_dict(state["loss"])
-            criterion.generator.set_state(state["loss_rng"])
-            miner.load_state_dict(state["miner_rng"])
-            optimizer.load_state_dict(state["optimizer"])
-            curve = [EpochRecord(**record) for record in state["curve"]]
-            start_epoch = len(curve)
-            print(f"resuming training from {checkpoint} after epoch {start_epoch}/{cfg.epochs}")
+    state = read_checkpoint(checkpoint, fingerprint)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        criterion.load_state_dict(state["loss"])
+        criterion.generator.set_state(state["loss_rng"])
+        miner.load_state_dict(state["miner_rng"])
+        optimizer.load_state_dict(state["optimizer"])
+        curve = [EpochRecord(**record) for record in state["curve"]]
+        start_epoch = len(curve)
+        print(f"resuming training from {checkpoint} after epoch {start_epoch}/{cfg.epochs}")
 
     model.train()
     for epoch in range(start_epoch, cfg.epochs):
@@ -170,16 +184,24 @@ def train(
         started = time.perf_counter()
         total_loss = total_tuples = 0.0
         bar = tqdm(sampler.epoch(rng), total=len(sampler), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress)
-        for batch in bar:
+        for step, batch in enumerate(bar):
             index = torch.from_numpy(batch)
             embeddings = model(random_shift(images[index], cfg.shift_augment, augment))
             batch_labels = labels[index]
             tuples = miner(embeddings, batch_labels)
             loss = criterion(embeddings, batch_labels, tuples)
+            value = loss.item()
+            if not math.isfinite(value):
+                # Stop before the step corrupts the weights; the last checkpoint and every
+                # previous output stay as they are.
+                raise TrainingError(
+                    f"training diverged: loss {value} at epoch {epoch + 1}, batch {step + 1} "
+                    f"(loss.name={params.loss.name}, optim.lr={params.optim.lr}); lower the learning rate"
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total_loss += loss.item()
+            total_loss += value
             total_tuples += len(tuples) if tuples is not None else 0
         seconds = time.perf_counter() - started
         record = EpochRecord(
@@ -199,6 +221,7 @@ def train(
                 torch.save(
                     {
                         "fingerprint": fingerprint,
+                        "attempt": attempt,
                         "model": model.state_dict(),
                         "loss": criterion.state_dict(),
                         "loss_rng": criterion.generator.get_state(),

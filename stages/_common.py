@@ -7,11 +7,11 @@ import sys
 from collections.abc import Callable
 
 from dml.config import ConfigError, Params, load_params
-from dml.errors import DatasetError
+from dml.errors import DatasetError, TrainingError
 from dml.paths import PARAMS
 from dml.tracking import TrackingError
 
-EXPECTED_ERRORS: tuple[type[Exception], ...] = (ConfigError, DatasetError, FileNotFoundError, TrackingError)
+EXPECTED_ERRORS: tuple[type[Exception], ...] = (ConfigError, DatasetError, FileNotFoundError, TrackingError, TrainingError)
 
 
 def run_stage(name: str, body: Callable[[Params], None]) -> None:

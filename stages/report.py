@@ -63,11 +63,12 @@ def report(params: Params) -> None:
                 metrics[prefix + key] = value
     curves = read_curves()
     plot_curves(curves)
-    training_run = read_json(TRAIN_RUN).get("run_id") if TRAIN_RUN.is_file() else None
+    training_run = read_json(TRAIN_RUN).get("run_key") if TRAIN_RUN.is_file() else None
     result = report_result(params, training_run, metrics, curves, [SPECTRUM_PNG, CURVE_PNG], MODEL)
     write_json(REPORT, result)
     kind = "new run" if result["new_run"] else "training run"
-    print(f"MLflow: result logged to {kind} {result['run_id']} in {result['tracking_uri']}")
+    where = f"run {result['run_id']}" if result["run_id"] else "the outbox (the store did not answer; sent later)"
+    print(f"MLflow: result of {kind} {result['run_key']} logged to {where} in {result['tracking_uri']}")
 
 
 def main() -> None:

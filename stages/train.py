@@ -17,7 +17,6 @@ from dml.io import atomic_file, read_json, write_json
 from dml.models.checkpoint import save_model
 from dml.paths import (
     CHECKPOINT,
-    CHECKPOINT_RUN,
     MODEL,
     PREPROCESSED,
     TRAIN_CONFIG,
@@ -25,8 +24,8 @@ from dml.paths import (
     TRAIN_METRICS,
     TRAIN_RUN,
 )
-from dml.tracking import TrainingRun
-from dml.training import EpochRecord, train
+from dml.tracking import TrainingRun, new_attempt
+from dml.training import EpochRecord, read_checkpoint, train, training_fingerprint
 from stages._common import run_stage
 
 
@@ -49,24 +48,27 @@ def train_stage(params: Params) -> None:
     stats = load_stats(PREPROCESSED)
     train_split = load_split(PREPROCESSED, "train")
     eval_split = load_split(PREPROCESSED, "test") if params.train.track_test_recall else None
-    # A resumed run continues the MLflow run of the interrupted one.
-    resume_id = read_json(CHECKPOINT_RUN).get("run_id") if CHECKPOINT.is_file() and CHECKPOINT_RUN.is_file() else None
-    tracker = TrainingRun(params, resume_run_id=resume_id)
-    write_json(CHECKPOINT_RUN, tracker.reference())
+    # A resumed training continues its own tracking run (the attempt id is in the checkpoint,
+    # which is only resumed with the same fingerprint); a fresh one opens a new run.
+    fingerprint = training_fingerprint(params, stats)
+    resumed = read_checkpoint(CHECKPOINT, fingerprint)
+    attempt = resumed["attempt"] if resumed else new_attempt()
+    tracker = TrainingRun(params, fingerprint, attempt, restored_curve=resumed["curve"] if resumed else [])
 
     def on_epoch(record: EpochRecord) -> None:
         tracker.log_epoch(record.epoch, asdict(record))
+        tracker.sync()
 
     started = time.perf_counter()
     try:
-        result = train(params, train_split, stats, eval_split=eval_split, checkpoint=CHECKPOINT, on_epoch=on_epoch)
-    except BaseException:
-        tracker.finish("KILLED")
+        result = train(params, train_split, stats, eval_split=eval_split, checkpoint=CHECKPOINT, on_epoch=on_epoch, attempt=attempt)
+    except BaseException as err:
+        tracker.finish("FAILED" if isinstance(err, Exception) else "KILLED")
         raise
     seconds = time.perf_counter() - started
     save_model(MODEL, result.model, params, stats)
     if params.tracking.log_model:
-        tracker.log_model(MODEL)
+        tracker.log_artifact(MODEL, "model")
     tracker.finish()
     write_curve(result.curve)
     last = result.curve[-1]
@@ -78,7 +80,6 @@ def train_stage(params: Params) -> None:
     })
     write_json(TRAIN_RUN, tracker.reference())
     CHECKPOINT.unlink(missing_ok=True)
-    CHECKPOINT_RUN.unlink(missing_ok=True)
 
 
 def main() -> None:

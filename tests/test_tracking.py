@@ -1,9 +1,18 @@
-"""MLflow tracking: where results go, one run per result, and a clear error for an unreachable
-tracking server."""
+"""MLflow tracking through the outbox: where results go, one run per result, records that wait
+through an outage and arrive later, idempotent sync (nothing lost, nothing duplicated), runs
+bound to the training fingerprint, and a loopback MLflow server killed and restarted during
+training."""
 
 from __future__ import annotations
 
+import json
+import os
 import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -17,6 +26,8 @@ from dml.tracking import (
     report_result,
     tracking_uri,
 )
+from dml.tracking.outbox import Outbox, outbox_root
+from dml.tracking.sync import KEY_TAG, SYNCED_TAG, sync_all
 
 
 @pytest.fixture
@@ -35,11 +46,14 @@ def test_default_store_is_sqlite_at_the_dvc_root(store, monkeypatch):
     assert tracking_uri(parse_params({"tracking": {"uri": "sqlite:////x/y.db"}}).tracking) == "sqlite:////x/y.db"
 
 
-def test_unreachable_server_fails_fast_with_one_line():
-    with socket.socket() as sock:  # a port nobody listens on
+def free_port() -> int:
+    with socket.socket() as sock:  # a port nobody listens on (once closed)
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    uri = f"http://127.0.0.1:{port}"
+        return sock.getsockname()[1]
+
+
+def test_unreachable_server_fails_fast_with_one_line():
+    uri = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(TrackingError) as info:
         check_reachable(uri)
     assert str(info.value).startswith(f"MLflow tracking server {uri} is unreachable")
@@ -51,37 +65,217 @@ def test_missing_store_folder(tmp_path):
         check_reachable(f"sqlite:///{tmp_path}/nope/mlflow.db")
 
 
+FINGERPRINT = "f" * 64
+
+
+def _runs(params):
+    client = mlflow.MlflowClient(tracking_uri(params.tracking))
+    experiment = client.get_experiment_by_name(params.tracking.experiment)
+    return client, (client.search_runs([experiment.experiment_id]) if experiment else [])
+
+
+def _history(client, run_id, key):
+    return [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
+
+
 def test_one_run_per_result_and_model_logged_once(store):
+    """Reference: the module's contract: the first result lands in the training run, a result
+    after a param change gets its own run linked to the model's run, the model is stored once."""
     params = parse_params({"miner": {"name": "rho_distance", "rho_distance": {"p": 0.4}}})
     model_file = store / "model.pt"
     model_file.write_bytes(b"weights")
     plot = store / "plot.png"
     plot.write_bytes(b"png")
 
-    training = TrainingRun(params)
+    training = TrainingRun(params, FINGERPRINT, "a1")
     training.log_epoch(1, {"epoch": 1, "loss": 0.5, "test_recall_at_1": 0.3})
     training.log_epoch(2, {"epoch": 2, "loss": 0.4, "test_recall_at_1": None})
-    training.log_model(model_file)
+    training.log_artifact(model_file, "model")
     training.finish()
+    assert training.run_id is not None
     curves = {"train_loss": [(1, 0.5), (2, 0.4)]}
 
-    first = report_result(params, training.run_id, {"recall_at_1": 0.8}, curves, [plot], model_file)
+    first = report_result(params, training.key, {"recall_at_1": 0.8}, curves, [plot], model_file)
     assert first["run_id"] == training.run_id and not first["new_run"]
 
     second_params = parse_params({"miner": {"name": "rho_distance", "rho_distance": {"p": 0.4}}, "eval": {"recall_at": [1, 16]}})
-    second = report_result(second_params, training.run_id, {"recall_at_1": 0.8}, curves, [plot], model_file)
+    second = report_result(second_params, training.key, {"recall_at_1": 0.8}, curves, [plot], model_file)
     assert second["new_run"] and second["run_id"] != training.run_id
 
-    client = mlflow.MlflowClient(tracking_uri(params.tracking))
-    runs = client.search_runs([training.experiment_id])
+    client, runs = _runs(params)
     assert len(runs) == 2
     new = client.get_run(second["run_id"])
     assert new.data.params["miner.rho_distance.p"] == "0.4" and new.data.params["eval.recall_at"] == "1,16"
     assert new.data.tags[MODEL_RUN_TAG] == training.run_id
-    assert [(m.step, m.value) for m in client.get_metric_history(new.info.run_id, "train_loss")] == [(1, 0.5), (2, 0.4)]
-    live = client.get_metric_history(training.run_id, "test_recall_at_1")
-    assert [(m.step, m.value) for m in live] == [(1, 0.3)]
+    assert new.data.tags["dml.model_uri"] == f"runs:/{training.run_id}/model/model.pt"
+    assert _history(client, new.info.run_id, "train_loss") == [(1, 0.5), (2, 0.4)]
+    assert _history(client, training.run_id, "test_recall_at_1") == [(1, 0.3)]
     assert [a.path for a in client.list_artifacts(new.info.run_id)] == ["plots"]  # no second copy of the model
     assert [a.path for a in client.list_artifacts(training.run_id, "model")] == ["model/model.pt"]
     assert client.get_run(training.run_id).data.metrics["recall_at_1"] == 0.8
-    assert client.get_experiment(training.experiment_id).artifact_location == (store / "mlartifacts").as_uri()
+    assert client.get_run(training.run_id).info.status == "FINISHED"
+    assert client.get_experiment(runs[0].info.experiment_id).artifact_location == (store / "mlartifacts").as_uri()
+
+
+def test_outage_records_wait_and_arrive_later_without_duplicates(store, monkeypatch, capsys):
+    """Reference: the outbox contract: with the server unreachable training records go on (one
+    warning line, whatever the number of failed syncs); pointed at a store again, a sync sends
+    every record exactly once, and a second sync sends nothing."""
+    params = parse_params({})
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    run = TrainingRun(params, FINGERPRINT, "down")
+    for epoch in (1, 2, 3):
+        run.log_epoch(epoch, {"loss": 1.0 / epoch, "seconds": 2.0})
+        assert run.sync() is False
+    run.finish()
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: MLflow store")]
+    assert len(warnings) == 1 and run.run_id is None
+    assert Outbox(outbox_root(), run.key).pending()
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    uri = tracking_uri(params.tracking)
+    assert run.key in sync_all(uri, outbox_root())
+    assert sync_all(uri, outbox_root()) == {}  # nothing pending any more
+    client, runs = _runs(params)
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert _history(client, runs[0].info.run_id, "train_loss") == [(1, 1.0), (2, 0.5), (3, 1.0 / 3)]
+    assert _history(client, runs[0].info.run_id, "epoch_seconds") == [(1, 2.0), (2, 2.0), (3, 2.0)]
+
+
+def test_half_applied_record_is_not_logged_twice(store):
+    """Reference: the sync protocol: a crash after a metrics record reached MLflow but before its
+    ``dml.synced_seq`` tag moved leaves that record in doubt; the next sync skips its points that
+    the run has, so every point is there exactly once."""
+    params = parse_params({})
+    run = TrainingRun(params, FINGERPRINT, "crash")
+    run.log_epoch(1, {"loss": 0.9})
+    run.log_epoch(2, {"loss": 0.8})
+    assert run.sync()
+    client, _ = _runs(params)
+    # roll the marker back by one record, as if the process died right after sending epoch 2
+    client.set_tag(run.run_id, SYNCED_TAG, str(len(run.outbox.records()) - 2))
+    run.outbox.marker.unlink()
+    run.log_epoch(3, {"loss": 0.7})
+    assert run.sync()
+    assert _history(client, run.run_id, "train_loss") == [(1, 0.9), (2, 0.8), (3, 0.7)]
+    assert client.get_run(run.run_id).data.tags[KEY_TAG] == run.key
+
+
+def test_torn_last_line_is_dropped(store):
+    """Reference: append-only log semantics: a record cut by a kill mid-write was never complete,
+    so it is not read and the next record starts on a clean line."""
+    box = Outbox(store / "box", "k")
+    box.append("tags", tags={"a": "1"})
+    with box.path.open("a") as handle:
+        handle.write('{"seq": 1, "op": "tags", "ta')
+    fresh = Outbox(store / "box", "k")
+    assert [r["seq"] for r in fresh.records()] == [0]
+    fresh.append("tags", tags={"b": "2"})
+    assert [json.loads(line)["seq"] for line in box.path.read_text().splitlines()] == [0, 1]
+
+
+def test_resumed_training_continues_its_run_and_fills_the_curve(store):
+    """Reference: the resume contract: same fingerprint and attempt -> the same MLflow run, epochs
+    restored from the checkpoint but missing from the records (killed between checkpoint and
+    record) are added, none twice; another training in between would have been a new run."""
+    params = parse_params({})
+    run = TrainingRun(params, FINGERPRINT, "resume")
+    run.log_epoch(1, {"loss": 0.9})
+    run.sync()
+    # killed after epoch 2's checkpoint, before its record; resumed:
+    restored = [{"epoch": 1, "loss": 0.9}, {"epoch": 2, "loss": 0.8}]
+    again = TrainingRun(params, FINGERPRINT, "resume", restored_curve=restored)
+    again.log_epoch(3, {"loss": 0.7})
+    again.finish()
+    assert again.run_id == run.run_id
+    client, runs = _runs(params)
+    assert len(runs) == 1
+    assert _history(client, run.run_id, "train_loss") == [(1, 0.9), (2, 0.8), (3, 0.7)]
+
+
+def test_abandoned_training_is_marked_killed_and_a_new_config_gets_a_new_run(store):
+    """Reference: a training that died without a word (no terminal status) and is not the one
+    being resumed is KILLED; a different fingerprint is a different run, so the new config's
+    records never land in the old run."""
+    params = parse_params({})
+    old = TrainingRun(params, FINGERPRINT, "old")
+    old.log_epoch(1, {"loss": 0.9})
+    old.sync()
+    changed = parse_params({"optim": {"lr": 0.0025}})
+    new = TrainingRun(changed, "e" * 64, "new")
+    new.log_epoch(1, {"loss": 0.5})
+    new.finish()
+    client, runs = _runs(params)
+    by_id = {r.info.run_id: r for r in runs}
+    assert by_id[old.run_id].info.status == "KILLED" and by_id[old.run_id].data.params["optim.lr"] == "0.001"
+    assert by_id[new.run_id].info.status == "FINISHED" and by_id[new.run_id].data.params["optim.lr"] == "0.0025"
+    assert _history(client, old.run_id, "train_loss") == [(1, 0.9)]
+    assert _history(client, new.run_id, "train_loss") == [(1, 0.5)]
+
+
+def _start_server(port: int, backend: Path, artifacts: Path) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{backend}", "--artifacts-destination", str(artifacts), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
+        start_new_session=True,
+    )
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).close()
+            return proc
+        except OSError:
+            time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError("mlflow server did not start")
+
+
+def _stop_server(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, 9)  # the server and its workers, as a crash would
+    proc.wait()
+
+
+@pytest.mark.slow
+def test_loopback_server_killed_and_restarted_during_training(store, monkeypatch, capsys):
+    """Reference: a real MLflow server on loopback, killed after epoch 1 and restarted after
+    epoch 3 of a 5-epoch training: every curve point arrives exactly once, the run is FINISHED,
+    and the outage cost one warning line."""
+    import numpy as np
+
+    from dml.data.arrays import SplitArrays, Stats
+    from dml.training import train
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(8), 8)
+    split = SplitArrays(rng.integers(0, 256, (64, 1, 16, 16), dtype=np.uint8), labels, np.arange(64))
+    stats = Stats([127.5], [60.0], 1, 16, "synthetic")
+    params = parse_params({"model": {"embed_dim": 8}, "train": {"epochs": 5, "batch_size": 32, "num_threads": 1}})
+    port = free_port()
+    backend, artifacts = store / "server.db", store / "server-artifacts"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    server = _start_server(port, backend, artifacts)
+    try:
+        run = TrainingRun(params, FINGERPRINT, "live")
+
+        def on_epoch(record):
+            nonlocal server
+            run.log_epoch(record.epoch, {"loss": record.loss, "seconds": record.seconds})
+            run.sync()
+            if record.epoch == 1:
+                _stop_server(server)
+            if record.epoch == 3:
+                server = _start_server(port, backend, artifacts)
+
+        train(params, split, stats, on_epoch=on_epoch, progress=False)
+        run.finish()
+        client = mlflow.MlflowClient(f"http://127.0.0.1:{port}")
+        runs = client.search_runs([client.get_experiment_by_name(params.tracking.experiment).experiment_id])
+        assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+        steps = [step for step, _ in _history(client, runs[0].info.run_id, "train_loss")]
+        assert steps == [1, 2, 3, 4, 5]
+        assert len(_history(client, runs[0].info.run_id, "epoch_seconds")) == 5
+    finally:
+        _stop_server(server)
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: MLflow store")]
+    assert len(warnings) == 1

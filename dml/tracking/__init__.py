@@ -1,0 +1,209 @@
+"""MLflow tracking through a local outbox: one MLflow run per pipeline result, never lost,
+never duplicated, never mislabelled, with or without a reachable tracking server.
+
+* The train stage opens a *training run* whose key is bound to the training fingerprint and an
+  attempt id kept in the checkpoint: a resumed run continues its own run, a changed config
+  always gets a new one. Params, per-epoch curves (complete after a resume) and the model file
+  are recorded in the outbox and synced after every epoch when the store answers; an outage is
+  one warning line and training goes on. A run killed without a trace (SIGKILL) is marked KILLED
+  by the next training.
+* The report stage adds the final metrics and plots. The first result of a trained model lands in
+  the training run itself; a later result of the same model (say, after an eval-only change)
+  becomes a new run that carries the params and curves and links the training run that holds the
+  model (tag ``dml.model_run_id``).
+* Records that could not be sent wait in ``.dml/outbox/``; the next stage that tracks, or
+  ``python -m dml.tracking sync``, sends them.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from dml.config import Params
+from dml.tracking.outbox import TERMINAL, Outbox, all_outboxes, outbox_root
+from dml.tracking.store import TrackingError, check_reachable, tracking_uri
+from dml.tracking.sync import MODEL_RUN_TAG, now_ms, sync_all
+
+# Per-epoch curve columns (metrics/train_curve.csv, EpochRecord fields) -> MLflow metric names.
+CURVE_METRICS = {
+    "loss": "train_loss",
+    "tuples_per_batch": "tuples_per_batch",
+    "beta_mean": "beta_mean",
+    "seconds": "epoch_seconds",
+    "test_recall_at_1": "test_recall_at_1",
+}
+RESULT_TAG = "dml.result_logged"
+TRAINING_PREFIX = "train-"
+METRICS_PER_RECORD = 900  # below MLflow's 1000 per log_batch
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+    except OSError:
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def run_tags() -> dict[str, str]:
+    tags = {"git.commit": _git_commit()}
+    if os.environ.get("DVC_EXP_NAME"):
+        tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
+    return tags
+
+
+def run_name(params: Params) -> str:
+    name = f"{params.loss.name}-{params.miner.name}"
+    if params.miner.name == "rho_distance":
+        name += f"{params.miner.rho_distance.p:g}"
+    exp = os.environ.get("DVC_EXP_NAME")
+    return f"{exp}:{name}" if exp else name
+
+
+def flat_params(params: Params) -> dict[str, str]:
+    return {key: str(value) for key, value in params.flat().items()}
+
+
+def training_key(fingerprint: str, attempt: str) -> str:
+    return f"{TRAINING_PREFIX}{fingerprint[:16]}-{attempt}"
+
+
+def new_attempt() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+class Tracker:
+    """Records of one MLflow run, written to its outbox and synced when the store answers."""
+
+    def __init__(self, params: Params, key: str) -> None:
+        self.uri = tracking_uri(params.tracking)
+        self.experiment = params.tracking.experiment
+        self.outbox = Outbox(outbox_root(), key)
+        self.run_id: str | None = None
+        self._warned = False
+        if not self.outbox.exists():
+            self.outbox.append("run", time=now_ms(), experiment=self.experiment, name=run_name(params),
+                               tags=run_tags(), params=flat_params(params))
+
+    @property
+    def key(self) -> str:
+        return self.outbox.key
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        self.log_points([(key, value, step) for key, value in metrics.items()])
+
+    def log_points(self, points: list[tuple[str, float, int]]) -> None:
+        """Metric points ``(name, value, step)``, in records that fit one MLflow request."""
+        stamped = [[key, float(value), int(step), now_ms()] for key, value, step in points]
+        for start in range(0, len(stamped), METRICS_PER_RECORD):
+            self.outbox.append("metrics", metrics=stamped[start : start + METRICS_PER_RECORD])
+
+    def log_artifact(self, path: Path, artifact_path: str) -> None:
+        self.outbox.append_artifact(Path(path), artifact_path)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self.outbox.append("tags", tags=tags)
+
+    def set_status(self, status: str) -> None:
+        self.outbox.append("status", status=status, time=now_ms())
+
+    def sync(self) -> bool:
+        """Send pending records (every outbox's: older runs first); on failure warn once and keep
+        them. Returns whether this run is fully in MLflow."""
+        try:
+            done = sync_all(self.uri, self.outbox.root)
+        except Exception as err:  # noqa: BLE001 - any store failure: the records wait in the outbox
+            if not self._warned:
+                first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                print(f"warning: MLflow store {self.uri} not reachable ({first_line[:200]}); records wait in "
+                      f"{self.outbox.root} and are sent later (python -m dml.tracking sync)", file=sys.stderr)
+                self._warned = True
+            return False
+        self.run_id = done.get(self.key, self.run_id)
+        return not self.outbox.pending()
+
+    def reference(self) -> dict[str, Any]:
+        return {"run_key": self.key, "run_id": self.run_id, "experiment": self.experiment, "tracking_uri": self.uri}
+
+
+class TrainingRun(Tracker):
+    """The MLflow run of one training attempt (see the module docstring)."""
+
+    def __init__(self, params: Params, fingerprint: str, attempt: str, restored_curve: list[dict[str, Any]] = ()) -> None:
+        key = training_key(fingerprint, attempt)
+        resumed = Outbox(outbox_root(), key).exists()
+        super().__init__(params, key)
+        _mark_abandoned_trainings(self.outbox.root, keep=key)
+        if resumed:
+            self.set_status("RUNNING")
+        # Epochs restored from the checkpoint whose records the killed process did not write.
+        for record in restored_curve:
+            self.log_epoch(record["epoch"], record)
+        self.sync()
+
+    def log_epoch(self, step: int, record: dict[str, Any]) -> None:
+        """One row of the training curve (keys as in :data:`CURVE_METRICS`; None = not measured).
+        An epoch already in the outbox is not recorded again (a resumed run recomputes it
+        bit-identically)."""
+        if step in self.outbox.logged_steps("train_loss"):
+            return
+        self.log_metrics({name: record[column] for column, name in CURVE_METRICS.items() if record.get(column) is not None}, step)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.set_status(status)
+        self.sync()
+
+
+def _mark_abandoned_trainings(root: Path, keep: str) -> None:
+    """Training runs whose process died without a word (SIGKILL, power loss) and that no
+    checkpoint will resume are marked KILLED instead of staying RUNNING forever."""
+    for outbox in all_outboxes(root):
+        if outbox.key.startswith(TRAINING_PREFIX) and outbox.key != keep and outbox.status() not in TERMINAL:
+            outbox.append("status", status="KILLED", time=now_ms())
+
+
+def report_result(
+    params: Params,
+    training_run_key: str | None,
+    metrics: dict[str, float],
+    curves: dict[str, list[tuple[int, float]]],
+    artifacts: list[Path],
+    model_file: Path,
+) -> dict[str, Any]:
+    """Record one pipeline result; see the module docstring for which run it lands in."""
+    flat = flat_params(params)
+    training = Outbox(outbox_root(), training_run_key) if training_run_key else None
+    reuse = (
+        training is not None
+        and training.exists()
+        and training.head()["experiment"] == params.tracking.experiment
+        and not training.has_tag(RESULT_TAG)
+        and training.head()["params"] == flat  # a param changed since training: a result of its own
+    )
+    if reuse:
+        tracker = Tracker(params, training.key)
+    else:
+        tracker = Tracker(params, f"result-{new_attempt()}")
+        tracker.log_points([(name, value, step) for name, points in curves.items() for step, value in points])
+        if training is not None and training.exists():
+            tracker.outbox.append("link_model", run_key=training.key, experiment=training.head()["experiment"])
+        elif params.tracking.log_model:
+            tracker.log_artifact(model_file, "model")
+    tracker.log_metrics(metrics)
+    for path in artifacts:
+        tracker.log_artifact(path, "plots")
+    tracker.set_tags({RESULT_TAG: "true"})
+    tracker.set_status("FINISHED")
+    tracker.sync()
+    return {**tracker.reference(), "new_run": not reuse}
+
+
+__all__ = [
+    "CURVE_METRICS", "MODEL_RUN_TAG", "RESULT_TAG", "Tracker", "TrackingError", "TrainingRun",
+    "check_reachable", "new_attempt", "report_result", "tracking_uri", "training_key",
+]  # fmt: skip
