@@ -33,7 +33,7 @@ class DataConfig(Section):
     """Dataset generation / preparation (stage ``prepare``)."""
 
     name: Literal["glyphs"] = "glyphs"
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     samples_per_class: int = Field(40, ge=2)
     image_size: int = Field(32, ge=8, le=256)
     difficulty: Literal["easy", "hard"] = "hard"
@@ -74,7 +74,7 @@ class OptimConfig(Section):
 class TrainConfig(Section):
     epochs: int = Field(6, ge=1)
     batch_size: int = Field(112, ge=4)
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     num_threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = torch's default")
     shift_augment: int = Field(2, ge=0, description="random translation in pixels applied to training batches")
     track_test_recall: bool = Field(True, description="log test Recall@1 after every epoch (monitoring only)")
@@ -101,7 +101,7 @@ class IndexConfig(Section):
     refine_factor: int = Field(
         0, ge=0, description="with pq: re-rank k x refine_factor candidates by exact distance (keeps the full vectors too); 0 = off"
     )
-    seed: int = Field(0, description="seed of the ivf / pq k-means training")
+    seed: int = Field(0, ge=0, description="seed of the ivf / pq k-means training")
     deterministic: bool = Field(True, description="hnsw: build on one thread so the graph is reproducible")
 
     @model_validator(mode="after")
@@ -121,7 +121,7 @@ class EvalConfig(Section):
     recall_at: tuple[int, ...] = Field((1, 2, 4, 8), min_length=1, description="Recall@k for each k")
     map_at: tuple[int, ...] = Field((1000,), description="mAP@K for each K (mAP@1000 in the paper)")
     clustering: bool = Field(True, description="k-means with k = number of classes, scored by NMI and F1")
-    kmeans_seed: int = 0
+    kmeans_seed: int = Field(0, ge=0)
     kmeans_iters: int = Field(20, ge=1)
     search: Literal["index", "exact"] = Field("index", description="neighbours from the built index or brute force")
     agreement_sample: int = Field(1000, ge=0, description="queries on which an approximate index is checked against exact search")
@@ -214,6 +214,20 @@ class Params(Section):
             raise ValueError(
                 f"train.batch_size: {self.train.batch_size} is not a multiple of "
                 f"sampler.class_balanced.samples_per_class={spc}"
+            )
+        if self.sampler.name == "class_balanced" and self.train.batch_size // spc < 2 and self.loss.knobs.needs_two_classes:
+            raise ValueError(
+                f"train.batch_size: {self.train.batch_size} with sampler.class_balanced.samples_per_class={spc} gives "
+                f"batches of one class, from which loss.name={self.loss.name!r} cannot form a single tuple"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _spectrum_fits_embedding(self) -> Params:
+        if max(self.spectrum.skip_largest) >= self.model.embed_dim:
+            raise ValueError(
+                f"spectrum.skip_largest: {max(self.spectrum.skip_largest)} drops every singular value of "
+                f"model.embed_dim={self.model.embed_dim}; use values below it"
             )
         return self
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import faiss
 import numpy as np
 
-from dml.config import EvalConfig
+from dml.config import ConfigError, EvalConfig
 from dml.indexing import drop_self, exact_searcher, index_searcher, is_exact, metric_name, search_neighbours
 from dml.metrics.clustering import cluster_and_score
 from dml.metrics.retrieval import RetrievalScores, neighbours_needed, relevant_counts
@@ -63,6 +63,13 @@ def evaluate_embeddings(
     use_index = index is not None and cfg.search == "index"
     search = index_searcher(index) if use_index else exact
 
+    searchable = len(gallery) - int(same_set)
+    trivial = [k for k in cfg.recall_at if k >= searchable]
+    if trivial:
+        raise ConfigError(
+            f"eval.recall_at: k={trivial[0]} reaches the whole gallery ({searchable} searchable items), "
+            f"where Recall@k is 1 by construction; use k < {searchable}"
+        )
     relevant = relevant_counts(query_labels, gallery_labels, same_set)
     k = neighbours_needed(relevant, cfg.recall_at, cfg.map_at, len(gallery) - int(same_set))
     threads = faiss.omp_get_max_threads()

@@ -20,12 +20,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from dml.config import Params
+from dml.config import ConfigError, Params
 from dml.data.arrays import SplitArrays, Stats
 from dml.errors import TrainingError
 from dml.indexing import exact_searcher, search_neighbours
 from dml.inference import embed_arrays
 from dml.io import atomic_file
+from dml.io import safe_load
 from dml.losses.base import Loss
 from dml.losses.registry import build_loss
 from dml.miners.base import Miner
@@ -93,7 +94,7 @@ def read_checkpoint(path: Path | None, fingerprint: str) -> dict | None:
     Loaded with ``weights_only=True``: a file dropped there cannot run code."""
     if path is None or not Path(path).is_file():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = safe_load(path, "training checkpoint")
     return state if state.get("fingerprint") == fingerprint else None
 
 
@@ -120,6 +121,8 @@ def build_training(params: Params, train_split: SplitArrays, stats: Stats) -> Tr
     torch.manual_seed(cfg.seed)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
+    if len(train_split) < cfg.batch_size:
+        raise ConfigError(f"train.batch_size: {cfg.batch_size} exceeds the {len(train_split)} training images (not one batch per epoch)")
     labels_np, num_classes = contiguous_labels(train_split.labels)
     model = build_model(params.model, stats.channels, stats.mean, stats.std)
     criterion = build_loss(params.loss, num_classes, params.model.embed_dim)
@@ -152,6 +155,7 @@ def train(
     stats: Stats,
     eval_split: SplitArrays | None = None,
     checkpoint: Path | None = None,
+    on_start: Callable[[], None] | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
     progress: bool = True,
     attempt: str = "",
@@ -177,6 +181,8 @@ def train(
         curve = [EpochRecord(**record) for record in state["curve"]]
         start_epoch = len(curve)
         print(f"resuming training from {checkpoint} after epoch {start_epoch}/{cfg.epochs}")
+    if on_start is not None:
+        on_start()
 
     model.train()
     for epoch in range(start_epoch, cfg.epochs):
@@ -204,6 +210,11 @@ def train(
             total_loss += value
             total_tuples += len(tuples) if tuples is not None else 0
         seconds = time.perf_counter() - started
+        if params.miner.knobs.produces and total_tuples == 0:
+            raise TrainingError(
+                f"epoch {epoch + 1}: miner.name={params.miner.name!r} found no tuple in any batch "
+                f"(each batch needs two samples of a class and another class); check the sampler and batch size"
+            )
         record = EpochRecord(
             epoch=epoch + 1,
             loss=total_loss / len(sampler),

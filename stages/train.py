@@ -53,7 +53,12 @@ def train_stage(params: Params) -> None:
     fingerprint = training_fingerprint(params, stats)
     resumed = read_checkpoint(CHECKPOINT, fingerprint)
     attempt = resumed["attempt"] if resumed else new_attempt()
-    tracker = TrainingRun(params, fingerprint, attempt, restored_curve=resumed["curve"] if resumed else [])
+    tracker: TrainingRun | None = None
+
+    def on_start() -> None:
+        # Only once training is set up: a config that cannot train opens no tracking run.
+        nonlocal tracker
+        tracker = TrainingRun(params, fingerprint, attempt, restored_curve=resumed["curve"] if resumed else [])
 
     def on_epoch(record: EpochRecord) -> None:
         tracker.log_epoch(record.epoch, asdict(record))
@@ -61,9 +66,11 @@ def train_stage(params: Params) -> None:
 
     started = time.perf_counter()
     try:
-        result = train(params, train_split, stats, eval_split=eval_split, checkpoint=CHECKPOINT, on_epoch=on_epoch, attempt=attempt)
+        result = train(params, train_split, stats, eval_split=eval_split, checkpoint=CHECKPOINT,
+                       on_start=on_start, on_epoch=on_epoch, attempt=attempt)
     except BaseException as err:
-        tracker.finish("FAILED" if isinstance(err, Exception) else "KILLED")
+        if tracker is not None:
+            tracker.finish("FAILED" if isinstance(err, Exception) else "KILLED")
         raise
     seconds = time.perf_counter() - started
     save_model(MODEL, result.model, params, stats)

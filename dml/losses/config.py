@@ -12,7 +12,8 @@ checked before any stage runs:
 * ``default_miner``: what ``miner.name: auto`` resolves to;
 * ``needs``: what the loss is built from besides its knobs (``num_classes``, ``embed_dim``);
 * ``normalized_embeddings``: whether it runs on L2-normalised embeddings (``model.normalize:
-  auto`` follows it).
+  auto`` follows it);
+* ``needs_two_classes``: whether a batch must hold two classes for the loss to see anything.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class LossKnobs(Section):
     consumes: ClassVar[TupleKind | None] = "triplets"
     default_miner: ClassVar[str] = "distance"
     needs: ClassVar[tuple[str, ...]] = ()
+    needs_two_classes: ClassVar[bool] = True  # a batch of one class gives it nothing to learn from
 
     @property
     def normalized_embeddings(self) -> bool:
@@ -122,6 +124,7 @@ class _ClassParameters(_WholeBatch):
     """Classification and proxy losses: learnable per-class weights / proxies / centres."""
 
     needs: ClassVar[tuple[str, ...]] = ("num_classes", "embed_dim")
+    needs_two_classes: ClassVar[bool] = False  # the other classes are present as weights / proxies
 
 
 class MultiSimilarityKnobs(_WholeBatch):

@@ -9,7 +9,7 @@ import torch
 
 from dml.config import ModelConfig, Params
 from dml.data.arrays import Stats
-from dml.io import atomic_file
+from dml.io import atomic_file, safe_load
 from dml.models import EmbeddingModel, build_model
 
 
@@ -31,7 +31,7 @@ def save_model(path: Path, model: EmbeddingModel, params: Params, stats: Stats) 
 def load_model(path: Path) -> EmbeddingModel:
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: trained model missing (run the train stage)")
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+    saved = safe_load(path, "trained model")
     stats = Stats(**saved["stats"])
     # The weights are overwritten below, so never load (or look for) ImageNet weights here.
     model_cfg = ModelConfig(**{**saved["model"], "pretrained": False})
