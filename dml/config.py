@@ -23,7 +23,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from dml.losses.config import LossSection
 from dml.miners.config import MinerSection
-from dml.samplers.config import SamplerSection
+from dml.samplers.config import BatchMatchKnobs, EmbeddedSamplerKnobs, SamplerSection
 from dml.schema import ParamOptim, Section
 
 PARAMS_FILE = "params.yaml"
@@ -209,17 +209,25 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _batch_fits_sampler(self) -> Params:
-        spc = self.sampler.class_balanced.samples_per_class
-        if self.sampler.name == "class_balanced" and self.train.batch_size % spc:
+        """SPC samplers fill a batch with whole classes; embedded samplers choose it from a pool
+        that must hold a batch's worth of picks (coresets) or of class groups (batch matching)."""
+        name, knobs, batch_size = self.sampler.name, self.sampler.knobs, self.train.batch_size
+        spc = getattr(knobs, "samples_per_class", None)
+        if spc is not None and batch_size % spc:
+            raise ValueError(f"train.batch_size: {batch_size} is not a multiple of sampler.{name}.samples_per_class={spc}")
+        if spc is not None and batch_size // spc < 2 and self.loss.knobs.needs_two_classes:
             raise ValueError(
-                f"train.batch_size: {self.train.batch_size} is not a multiple of "
-                f"sampler.class_balanced.samples_per_class={spc}"
-            )
-        if self.sampler.name == "class_balanced" and self.train.batch_size // spc < 2 and self.loss.knobs.needs_two_classes:
-            raise ValueError(
-                f"train.batch_size: {self.train.batch_size} with sampler.class_balanced.samples_per_class={spc} gives "
+                f"train.batch_size: {batch_size} with sampler.{name}.samples_per_class={spc} gives "
                 f"batches of one class, from which loss.name={self.loss.name!r} cannot form a single tuple"
             )
+        if isinstance(knobs, EmbeddedSamplerKnobs):
+            if isinstance(knobs, BatchMatchKnobs):
+                needed, what = batch_size, "images"
+            else:
+                needed, what = batch_size // knobs.samples_per_class, "picks"
+            if knobs.pool_size < needed:
+                raise ValueError(f"sampler.{name}.pool_size: {knobs.pool_size} cannot hold a batch's {needed} {what} "
+                                 f"(train.batch_size={batch_size}, samples_per_class={knobs.samples_per_class})")
         return self
 
     @model_validator(mode="after")

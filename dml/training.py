@@ -2,7 +2,9 @@
 
 Reproducible on CPU: every source of randomness (batch sampling, mining, augmentation) is
 re-seeded from ``(train.seed, epoch)`` at the start of each epoch, so a run resumed from an
-epoch checkpoint replays exactly the batches the uninterrupted run would have seen.
+epoch checkpoint replays exactly the batches the uninterrupted run would have seen. The embedded
+samplers' embedding storage (filled before epoch 1, updated by every batch) is part of the
+checkpoint for the same reason.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ from dml.miners.base import Miner
 from dml.miners.registry import build_miner
 from dml.models import EmbeddingModel, build_model
 from dml.registry import lookup
-from dml.samplers.basic import RandomSampler
-from dml.samplers.registry import build_sampler
+from dml.samplers.basic import BatchSampler
+from dml.samplers.registry import build_sampler, build_storage
+from dml.samplers.storage import EmbeddingStorage
 
 # ``optim.name`` in params.yaml -> optimizer class (the loss's own parameters get their own group).
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
@@ -110,7 +113,8 @@ class TrainingSetup:
     model: EmbeddingModel
     criterion: Loss
     miner: Miner
-    sampler: RandomSampler
+    sampler: BatchSampler
+    storage: EmbeddingStorage | None  # the embedded samplers' view of the training set; else None
     optimizer: torch.optim.Optimizer
     images: torch.Tensor
     labels: torch.Tensor
@@ -126,6 +130,7 @@ def build_training(params: Params, train_split: SplitArrays, stats: Stats) -> Tr
     labels_np, num_classes = contiguous_labels(train_split.labels)
     model = build_model(params.model, stats.channels, stats.mean, stats.std)
     criterion = build_loss(params.loss, num_classes, params.model.embed_dim)
+    storage = build_storage(params.sampler, len(labels_np), params.model.embed_dim, next(model.parameters()).device, cfg.batch_size)
     optimizer = lookup(OPTIMIZERS, "optim.name", params.optim.name)(
         [{"params": model.parameters()}, *criterion.param_groups(params.optim.lr)],
         lr=params.optim.lr,
@@ -135,7 +140,8 @@ def build_training(params: Params, train_split: SplitArrays, stats: Stats) -> Tr
         model=model,
         criterion=criterion,
         miner=build_miner(params.miner, cfg.seed),
-        sampler=build_sampler(params.sampler, labels_np, cfg.batch_size),
+        sampler=build_sampler(params.sampler, labels_np, cfg.batch_size, storage),
+        storage=storage,
         optimizer=optimizer,
         images=torch.from_numpy(np.array(train_split.images)),  # in memory; memmaps are read-only
         labels=torch.from_numpy(labels_np),
@@ -166,7 +172,7 @@ def train(
     cfg = params.train
     setup = build_training(params, train_split, stats)
     model, criterion, miner, sampler, optimizer = setup.model, setup.criterion, setup.miner, setup.sampler, setup.optimizer
-    images, labels = setup.images, setup.labels
+    images, labels, storage = setup.images, setup.labels, setup.storage
 
     fingerprint = training_fingerprint(params, stats)
     curve: list[EpochRecord] = []
@@ -178,6 +184,8 @@ def train(
         criterion.generator.set_state(state["loss_rng"])
         miner.load_state_dict(state["miner_rng"])
         optimizer.load_state_dict(state["optimizer"])
+        if storage is not None:
+            storage.load_state_dict(state["storage"])
         curve = [EpochRecord(**record) for record in state["curve"]]
         start_epoch = len(curve)
         print(f"resuming training from {checkpoint} after epoch {start_epoch}/{cfg.epochs}")
@@ -188,11 +196,15 @@ def train(
     for epoch in range(start_epoch, cfg.epochs):
         rng, augment = seed_epoch(setup, cfg.seed, epoch)
         started = time.perf_counter()
+        if storage is not None and storage.refresh_due(epoch):  # the initial fill counts in epoch 1's time
+            storage.refresh(model, images.numpy())
         total_loss = total_tuples = 0.0
         bar = tqdm(sampler.epoch(rng), total=len(sampler), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress)
         for step, batch in enumerate(bar):
             index = torch.from_numpy(batch)
             embeddings = model(random_shift(images[index], cfg.shift_augment, augment))
+            if storage is not None:  # the next batch is chosen from the updated storage
+                storage.record(batch, embeddings)
             batch_labels = labels[index]
             tuples = miner(embeddings, batch_labels)
             loss = criterion(embeddings, batch_labels, tuples)
@@ -239,6 +251,7 @@ def train(
                         "miner_rng": miner.state_dict(),
                         "optimizer": optimizer.state_dict(),
                         "curve": [asdict(r) for r in curve],
+                        **({"storage": storage.state_dict()} if storage is not None else {}),
                     },
                     tmp,
                 )

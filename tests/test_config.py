@@ -86,6 +86,19 @@ def test_shipped_params_validate_and_state_every_default():
             {"train": {"batch_size": 110}, "sampler": {"class_balanced": {"samples_per_class": 4}}},
             "params.yaml: train.batch_size: 110 is not a multiple of sampler.class_balanced.samples_per_class=4",
         ),
+        (
+            {"train": {"batch_size": 111}, "sampler": {"name": "class_random"}},
+            "params.yaml: train.batch_size: 111 is not a multiple of sampler.class_random.samples_per_class=2",
+        ),
+        (
+            {"sampler": {"name": "ddm", "ddm": {"pool_size": 100}}},
+            "params.yaml: sampler.ddm.pool_size: 100 cannot hold a batch's 112 images (train.batch_size=112, samples_per_class=2)",
+        ),
+        (
+            {"sampler": {"name": "greedy_coreset", "greedy_coreset": {"pool_size": 50}}},
+            "params.yaml: sampler.greedy_coreset.pool_size: 50 cannot hold a batch's 56 picks",
+        ),
+        ({"sampler": {"frd": {"candidates": 0}}}, "params.yaml: sampler.frd.candidates: Input should be greater than or equal to 1"),
         ({"eval": {"recall_at": [1, 0]}}, "params.yaml: eval.recall_at: every k must be >= 1"),
         ({"evaluation": {}}, "params.yaml: evaluation: unknown key"),
         ([1, 2], "params.yaml: top level must be a mapping"),
@@ -131,6 +144,12 @@ def test_training_config_holds_only_the_selected_methods_knobs():
     assert set(base.training_config()["loss"]) == {"name", "margin"}
     assert parse_params({"loss": {"arcface": {"scale": 30}}, "miner": {"semihard": {"margin": 0.5}}}).training_config() == base.training_config()
     assert parse_params({"loss": {"margin": {"alpha": 0.1}}}).training_config() != base.training_config()
+
+
+def test_unselected_sampler_constraints_are_not_checked():
+    """Reference: the definition of the training config: only the selected sampler's knobs shape
+    a run, so an unselected sampler's pool that could not hold a batch is no error."""
+    assert parse_params({"sampler": {"ddm": {"pool_size": 100}, "class_random": {"samples_per_class": 5}}}).sampler.name == "class_balanced"
 
 
 def test_yaml_scientific_notation_is_a_float():

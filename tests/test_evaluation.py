@@ -412,14 +412,14 @@ def test_flat_index_agreement_is_one_and_metrics_exact(clustered):
         evaluate_embeddings(x[:400], labels[:400], cfg=cfg, index=index)
 
 
-@pytest.mark.parametrize("recall_at", [(1, 8, 64), (1, 8, 5000)], ids=["k-within-gallery", "k-beyond-gallery"])
+@pytest.mark.parametrize("recall_at", [(1, 8, 64), (1, 8, 1500)], ids=["k-within-cell", "k-beyond-cell"])
 def test_ivf_missing_neighbours_match_ids_returned(clustered, recall_at):
     """Reference: _reference computed from the ids the IVF index returns with nprobe = 1 and a wide
-    search (mAP@1000 or Recall@5000: 1001 or 2000 ids per query from one cell of ~60 vectors, so
+    search (mAP@1000 or Recall@1500: 1001 or 1501 ids per query from one cell of ~60 vectors, so
     most are -1). A -1 is no
     neighbour: it must never be looked up as gallery_labels[-1] (the reference with that
     wrap-around differs, so the check is sensitive), and Recall@k for k beyond everything returned
-    (5000 > gallery) is the fraction of queries with a hit among the ids returned."""
+    is the fraction of queries with a hit among the ids returned."""
     x, labels = clustered
     labels = labels.copy()
     labels[-1] = labels[0]  # the wrap-around target shares a label with many queries
@@ -434,6 +434,18 @@ def test_ivf_missing_neighbours_match_ids_returned(clustered, recall_at):
     wrapped = _reference(np.where(ids < 0, len(x) - 1, ids), labels, labels, True, recall_at, (1000,))
     assert abs(wrapped["map_at_1000"] - expected["map_at_1000"]) > 1e-4
     assert got.metrics[f"recall_at_{recall_at[-1]}"] < 1.0
+
+
+def test_recall_at_k_over_the_whole_gallery_is_an_error(clustered):
+    """Reference: the definition: with k >= the searchable gallery (all items but the query),
+    every query with a positive retrieves it, so Recall@k is 1 by construction; asking for it is
+    a one-line config error naming the key (not a silent 1.0)."""
+    x, labels = clustered
+    searchable = len(x) - 1
+    for k in (searchable, 5000):
+        with pytest.raises(ConfigError, match=rf"^eval.recall_at: k={k} reaches the whole gallery \({searchable} searchable items\)"):
+            evaluate_embeddings(x, labels, cfg=EvalConfig(recall_at=(1, k), clustering=False))
+    assert evaluate_embeddings(x, labels, cfg=EvalConfig(recall_at=(1, searchable - 1), clustering=False)).metrics
 
 
 def test_hnsw_deterministic_build_is_byte_identical(clustered):

@@ -9,7 +9,7 @@ import torch
 
 from dml.config import parse_params
 from dml.data.arrays import SplitArrays, Stats
-from dml.training import random_shift, train
+from dml.training import build_training, random_shift, train
 
 STATS = Stats(mean=[127.5], std=[60.0], channels=1, image_size=16, sha256="synthetic")
 
@@ -94,6 +94,49 @@ def test_interrupted_training_resumes_to_identical_weights(tmp_path, loss, miner
     for key, value in own.items():
         assert torch.equal(value, resumed.criterion.state_dict()[key]), key
     assert [r.loss for r in reference.curve] == [r.loss for r in resumed.curve]
+
+
+# greedy_coreset: storage refreshed at epoch 2, after the resume; d2_coreset: the sampler's torch
+# stream; frd: batch matching. Each run fills the storage before epoch 1 and updates it per batch.
+@pytest.mark.parametrize(("sampler", "knobs"), [("greedy_coreset", {"refresh_every": 2}), ("d2_coreset", {}), ("frd", {})])
+def test_interrupted_training_with_embedded_sampler_resumes_to_identical_weights(tmp_path, sampler, knobs):
+    """Reference: the uninterrupted run: resumed after epoch 1 of 3 from the checkpoint (which
+    holds the embedding storage), the weights, the storage and the curve are bit-identical."""
+    split = synthetic_split()
+    raw = tiny_params(epochs=3).model_dump()
+    raw["sampler"] = {"name": sampler, sampler: {"samples_per_class": 4, "pool_size": 48, **knobs}}
+    raw["model"]["normalize"] = "auto"
+    params = parse_params(raw)
+    uninterrupted = tmp_path / "reference.pt"
+    reference = train(params, split, STATS, checkpoint=uninterrupted, progress=False)
+    checkpoint = tmp_path / "train.pt"
+
+    def interrupt_after_first_epoch(record):
+        if record.epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(params, split, STATS, checkpoint=checkpoint, on_epoch=interrupt_after_first_epoch, progress=False)
+    assert torch.load(checkpoint, weights_only=True)["storage"]["embeddings"].shape == (len(split), 16)
+    resumed = train(params, split, STATS, checkpoint=checkpoint, progress=False)
+    for key, value in state(reference).items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    assert [r.loss for r in reference.curve] == [r.loss for r in resumed.curve]
+    final = torch.load(checkpoint, weights_only=True)["storage"]["embeddings"]
+    assert torch.equal(final, torch.load(uninterrupted, weights_only=True)["storage"]["embeddings"])
+
+
+def test_only_embedded_samplers_build_a_storage():
+    """Reference: the sampler's knobs: a label-only sampler gets no storage (no extra embedding
+    pass); an embedded one gets an N x embed_dim storage on the model's device."""
+    split = synthetic_split()
+    assert build_training(tiny_params(), split, STATS).storage is None
+    raw = tiny_params().model_dump()
+    raw["sampler"]["name"] = "ddm"
+    raw["sampler"]["ddm"] = {"samples_per_class": 4, "pool_size": 48}
+    raw["model"]["normalize"] = "auto"
+    setup = build_training(parse_params(raw), split, STATS)
+    assert setup.storage.embeddings.shape == (len(split), 16) and setup.sampler.storage is setup.storage
 
 
 def test_checkpoint_of_other_params_is_not_resumed(tmp_path):
