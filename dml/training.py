@@ -30,6 +30,7 @@ from dml.inference import embed_arrays
 from dml.io import atomic_file
 from dml.io import safe_load
 from dml.losses.base import Loss
+from dml.metrics.embedding_space import embedding_density, singular_values, spectral_decay
 from dml.losses.registry import build_loss
 from dml.miners.base import Miner
 from dml.miners.registry import build_miner
@@ -51,6 +52,13 @@ class EpochRecord:
     beta_mean: float | None  # margin loss only
     seconds: float
     test_recall_at_1: float | None
+    # the embedding space on a fixed sample of training images (train.spectrum_every), None between
+    train_rho: float | None = None  # KL(U || s), all singular values
+    train_rho_skip1: float | None = None  # without the largest (the paper's rho)
+    train_pi_ratio: float | None = None
+    train_sv1: float | None = None  # the three largest singular values, normalised to sum 1 over all
+    train_sv2: float | None = None
+    train_sv3: float | None = None
 
 
 @dataclass
@@ -99,6 +107,27 @@ def read_checkpoint(path: Path | None, fingerprint: str) -> dict | None:
         return None
     state = safe_load(path, "training checkpoint")
     return state if state.get("fingerprint") == fingerprint else None
+
+
+def spectrum_sample(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """The fixed training images the per-epoch spectrum is computed on: the same for every epoch
+    and every run of the same data and seed, so curves of two runs compare point by point."""
+    rng = np.random.default_rng([seed, 4])
+    return np.sort(rng.choice(len(labels), size=min(size, len(labels)), replace=False))
+
+
+def embedding_space(model: EmbeddingModel, images: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """rho (all values, and without the largest), pi_ratio and the top singular values of the
+    model's embeddings of ``images``: how the spectrum evolves during training."""
+    vectors = embed_arrays(model, images)
+    s = singular_values(vectors)
+    top = s[:3] / s.sum()
+    return {
+        "train_rho": spectral_decay(vectors, 0),
+        "train_rho_skip1": spectral_decay(vectors, 1),
+        "train_pi_ratio": embedding_density(vectors, labels)["pi_ratio"],
+        **{f"train_sv{i + 1}": float(v) for i, v in enumerate(top)},
+    }
 
 
 def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
@@ -192,6 +221,12 @@ def train(
     if on_start is not None:
         on_start()
 
+    sample = spectrum_sample(train_split.labels, cfg.spectrum_sample, cfg.seed)
+    sample_images, sample_labels = np.asarray(train_split.images[sample]), train_split.labels[sample]
+
+    def spectrum_due(epoch: int) -> bool:
+        return cfg.spectrum_every > 0 and ((epoch + 1) % cfg.spectrum_every == 0 or epoch + 1 == cfg.epochs)
+
     model.train()
     for epoch in range(start_epoch, cfg.epochs):
         rng, augment = seed_epoch(setup, cfg.seed, epoch)
@@ -234,6 +269,7 @@ def train(
             beta_mean=criterion.monitored().get("beta_mean"),
             seconds=seconds,
             test_recall_at_1=quick_recall_at_1(model, eval_split) if eval_split is not None else None,
+            **(embedding_space(model, sample_images, sample_labels) if spectrum_due(epoch) else {}),
         )
         curve.append(record)
         if progress:
