@@ -21,6 +21,7 @@ SPECTRUM_METRICS = Path("metrics/spectrum.json")
 SPECTRUM_CSV = Path("plots/spectrum.csv")
 SPECTRUM_PNG = Path("plots/spectrum.png")
 CURVE_PNG = Path("plots/train_curve.png")
+GALLERY_PNG = Path("plots/gallery.png")
 REPORT = Path("metrics/report.json")
 
 

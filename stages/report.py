@@ -1,4 +1,5 @@
-"""Stage report: record this pipeline result in MLflow (params, metrics, curves, plots, model)."""
+"""Stage report: record this pipeline result in MLflow (params, metrics, curves, plots, the
+retrieval gallery, model)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from dml.io import atomic_file, read_json, write_json  # noqa: E402
 from dml.paths import (  # noqa: E402
     CURVE_PNG,
     EVAL_METRICS,
+    GALLERY_PNG,
     INDEX_META,
     MODEL,
     REPORT,
@@ -64,7 +66,7 @@ def report(params: Params) -> None:
     curves = read_curves()
     plot_curves(curves)
     training_run = read_json(TRAIN_RUN).get("run_id") if TRAIN_RUN.is_file() else None
-    result = report_result(params, training_run, metrics, curves, [SPECTRUM_PNG, CURVE_PNG], MODEL)
+    result = report_result(params, training_run, metrics, curves, [SPECTRUM_PNG, CURVE_PNG, GALLERY_PNG], MODEL)
     write_json(REPORT, result)
     kind = "new run" if result["new_run"] else "training run"
     print(f"MLflow: result logged to {kind} {result['run_id']} in {result['tracking_uri']}")
