@@ -142,6 +142,23 @@ class SpectrumConfig(Section):
     split: Literal["train", "test"] = "test"
 
 
+class GalleryConfig(Section):
+    """The retrieval gallery figure (stage gallery, plots/gallery.png; see dml/gallery.py)."""
+
+    queries: int = Field(10, ge=0, description="rows of fixed queries: a seeded sample of test ids, the same in every run")
+    worst: int = Field(5, ge=0, description="then rows of the queries whose first correct neighbour ranks worst")
+    k: int = Field(8, ge=1, le=50, description="retrieved images per row")
+    seed: int = Field(0, description="seed of the fixed query sample")
+    thumb_px: int = Field(64, ge=16, le=256, description="thumbnail side in pixels")
+    search: Literal["index", "exact"] = Field("index", description="neighbours from the built index or brute force")
+
+    @model_validator(mode="after")
+    def _some_rows(self) -> GalleryConfig:
+        if self.queries + self.worst == 0:
+            raise ValueError("gallery.queries: queries and worst are both 0; the gallery would have no rows")
+        return self
+
+
 class TrackingConfig(Section):
     experiment: str = Field("glyphs-dml", min_length=1)
     uri: str | None = Field(None, description="MLflow tracking URI; null = sqlite mlflow.db at the repository root")
@@ -176,6 +193,7 @@ class Params(Section):
     index: IndexConfig = IndexConfig()
     eval: EvalConfig = EvalConfig()
     spectrum: SpectrumConfig = SpectrumConfig()
+    gallery: GalleryConfig = GalleryConfig()
     tracking: TrackingConfig = TrackingConfig()
 
     @model_validator(mode="after")

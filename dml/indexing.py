@@ -13,12 +13,14 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import faiss
 import numpy as np
 from tqdm import tqdm
 
 from dml.config import ConfigError, IndexConfig
+from dml.errors import DatasetError
 
 FAISS_METRICS = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
 
@@ -114,6 +116,21 @@ def configure_search(index: faiss.Index, cfg: IndexConfig) -> None:
         faiss.ParameterSpace().set_index_parameters(index, parameters)
 
 
+def read_index(path: Path, expected_rows: int, source: Path) -> faiss.Index:
+    """The index file at ``path``, checked to hold one vector per row of ``source`` (the
+    embeddings it was built from; positions in the index are rows of that table)."""
+    if not Path(path).is_file():
+        raise DatasetError(f"{path}: index missing (run the index stage)")
+    try:
+        index = faiss.read_index(str(path))
+    except RuntimeError as err:
+        reason = str(err).strip().splitlines()[-1] if str(err).strip() else "unknown error"
+        raise DatasetError(f"{path}: unreadable FAISS index ({reason})") from None
+    if index.ntotal != expected_rows:
+        raise DatasetError(f"{path}: holds {index.ntotal} vectors but {source} has {expected_rows} (rerun the index stage)")
+    return index
+
+
 def is_exact(index: faiss.Index) -> bool:
     return isinstance(index, faiss.IndexFlat)
 
@@ -164,9 +181,15 @@ def search_neighbours(
 def drop_self(found: np.ndarray, own_ids: np.ndarray) -> np.ndarray:
     """``found`` (queries x w gallery ids) without each query's own id ``own_ids[q]``, or without
     its last entry when the query is not among them: queries x (w - 1)."""
-    rows = np.arange(len(found))
+    keep = self_excluded(found, own_ids)
+    return found[keep].reshape(len(found), found.shape[1] - 1)
+
+
+def self_excluded(found: np.ndarray, own_ids: np.ndarray) -> np.ndarray:
+    """The mask of :func:`drop_self` (False at the one entry dropped per row), for callers that
+    must drop the same entries from arrays aligned with ``found`` (the distances)."""
     is_self = found == own_ids[:, None]
     drop = np.where(is_self.any(1), is_self.argmax(1), found.shape[1] - 1)
     keep = np.ones(found.shape, dtype=bool)
-    keep[rows, drop] = False
-    return found[keep].reshape(len(found), found.shape[1] - 1)
+    keep[np.arange(len(found)), drop] = False
+    return keep

@@ -20,6 +20,8 @@ SPECTRUM_METRICS = Path("metrics/spectrum.json")
 SPECTRUM_CSV = Path("plots/spectrum.csv")
 SPECTRUM_PNG = Path("plots/spectrum.png")
 CURVE_PNG = Path("plots/train_curve.png")
+TRAIN_SPECTRUM_PNG = Path("plots/train_spectrum.png")
+GALLERY_PNG = Path("plots/gallery.png")
 REPORT = Path("metrics/report.json")
 
 

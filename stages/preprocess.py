@@ -6,28 +6,16 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from dml.config import Params
 from dml.data.arrays import SplitArrays, Stats, save_split, save_stats
+from dml.data.images import load_image
 from dml.data.manifest import SPLITS, read_manifest
 from dml.errors import DatasetError
 from dml.io import atomic_dir
 from dml.paths import PREPARED, PREPROCESSED
 from stages._common import run_stage
-
-
-def load_image(path, size: int, channels: int) -> np.ndarray:
-    try:
-        with Image.open(path) as image:
-            image = image.convert("L" if channels == 1 else "RGB")
-            if image.size != (size, size):
-                image = image.resize((size, size), Image.Resampling.BILINEAR)
-            array = np.asarray(image, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError) as err:
-        raise DatasetError(f"{path}: corrupt or unreadable image ({err})") from None
-    return array[None] if channels == 1 else array.transpose(2, 0, 1)
 
 
 def preprocess(params: Params) -> None:

@@ -1,4 +1,5 @@
-"""Stage report: record this pipeline result in MLflow (params, metrics, curves, plots, model)."""
+"""Stage report: record this pipeline result in MLflow (params, metrics, curves, plots, the
+retrieval gallery, model)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from dml.io import atomic_file, read_json, write_json  # noqa: E402
 from dml.paths import (  # noqa: E402
     CURVE_PNG,
     EVAL_METRICS,
+    GALLERY_PNG,
     INDEX_META,
     MODEL,
     REPORT,
@@ -22,6 +24,7 @@ from dml.paths import (  # noqa: E402
     TRAIN_CURVE,
     TRAIN_METRICS,
     TRAIN_RUN,
+    TRAIN_SPECTRUM_PNG,
 )
 from dml.tracking import CURVE_METRICS, report_result  # noqa: E402
 from stages._common import run_stage  # noqa: E402
@@ -53,6 +56,40 @@ def plot_curves(curves: dict[str, list[tuple[int, float]]]) -> None:
     plt.close(fig)
 
 
+# (panel title, [(curve, legend)], y label) of the spectrum-over-training figure
+SPECTRUM_PANELS = [
+    ("test Recall@1", [("test_recall_at_1", "R@1")], "Recall@1"),
+    ("spectral decay rho (lower: flatter)", [("train_rho", "rho"), ("train_rho_skip1", "rho, largest value dropped (paper)")], "KL(U || s)"),
+    ("embedding density", [("train_pi_ratio", "pi_ratio")], "pi_intra / pi_inter"),
+    ("top singular values", [("train_sv1", "1st"), ("train_sv2", "2nd"), ("train_sv3", "3rd")], "share of the spectrum"),
+]
+
+
+def plot_spectrum_over_training(curves: dict[str, list[tuple[int, float]]]) -> None:
+    """How the training embeddings' spectrum and density evolve, next to test Recall@1 (the
+    paper's argument is about that evolution)."""
+    fig, axes = plt.subplots(1, len(SPECTRUM_PANELS), figsize=(4.2 * len(SPECTRUM_PANELS), 3.4), dpi=120)
+    for ax, (title, lines, ylabel) in zip(axes, SPECTRUM_PANELS):
+        for name, label in lines:
+            if name in curves:
+                steps, values = zip(*curves[name])
+                ax.plot(steps, values, marker="o", ms=3, label=label)
+        if not any(name in curves for name, _ in lines):
+            ax.text(0.5, 0.5, "not recorded\n(train.spectrum_every: 0\nor train.track_test_recall: false)",
+                    ha="center", va="center", transform=ax.transAxes, fontsize=8)
+        elif len(lines) > 1:
+            ax.legend(fontsize=7)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.grid(True, alpha=0.3)
+    fig.suptitle("Embedding space of a fixed sample of training images over training, and test Recall@1", fontsize=10)
+    fig.tight_layout()
+    with atomic_file(TRAIN_SPECTRUM_PNG) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
 def report(params: Params) -> None:
     metrics: dict[str, float] = {}
     # index/meta.json's numbers (build seconds, ms per query, bytes, ...) as index_*: index types
@@ -64,7 +101,9 @@ def report(params: Params) -> None:
     curves = read_curves()
     plot_curves(curves)
     training_run = read_json(TRAIN_RUN).get("run_key") if TRAIN_RUN.is_file() else None
-    result = report_result(params, training_run, metrics, curves, [SPECTRUM_PNG, CURVE_PNG], MODEL)
+    plot_spectrum_over_training(curves)
+    plots = [SPECTRUM_PNG, CURVE_PNG, TRAIN_SPECTRUM_PNG, GALLERY_PNG]
+    result = report_result(params, training_run, metrics, curves, plots, MODEL)
     write_json(REPORT, result)
     kind = "new run" if result["new_run"] else "training run"
     where = f"run {result['run_id']}" if result["run_id"] else "the outbox (the store did not answer; sent later)"

@@ -100,6 +100,8 @@ def test_shipped_params_validate_and_state_every_default():
         ),
         ({"sampler": {"frd": {"candidates": 0}}}, "params.yaml: sampler.frd.candidates: Input should be greater than or equal to 1"),
         ({"eval": {"recall_at": [1, 0]}}, "params.yaml: eval.recall_at: every k must be >= 1"),
+        ({"gallery": {"queries": 0, "worst": 0}}, "params.yaml: gallery.queries: queries and worst are both 0"),
+        ({"gallery": {"thumb_px": 8}}, "params.yaml: gallery.thumb_px: Input should be greater than or equal to 16"),
         ({"evaluation": {}}, "params.yaml: evaluation: unknown key"),
         ([1, 2], "params.yaml: top level must be a mapping"),
     ],

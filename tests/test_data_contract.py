@@ -65,7 +65,7 @@ def test_corrupt_image_names_the_file_and_keeps_previous_output(tmp_path, monkey
     preprocess(params)
     before = (tmp_path / PREPROCESSED / "train/images.npy").read_bytes()
     (tmp_path / PREPARED / "img/4.png").write_bytes(b"not a png")
-    with pytest.raises(DatasetError, match=r"img/4.png: corrupt or unreadable image"):
+    with pytest.raises(DatasetError, match=r"img/4.png: not an image file"):
         preprocess(params)
     assert (tmp_path / PREPROCESSED / "train/images.npy").read_bytes() == before
     assert not list(tmp_path.glob("data/.preprocessed.tmp-*"))

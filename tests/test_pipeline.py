@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-ALL_STAGES = ["prepare", "preprocess", "configure", "train", "embed", "index", "evaluate", "spectrum", "report"]
+ALL_STAGES = ["prepare", "preprocess", "configure", "train", "embed", "index", "evaluate", "spectrum", "gallery", "report"]
 
 TINY = {
     "data": {"max_classes": 16, "samples_per_class": 8},
@@ -59,10 +59,14 @@ def set_params(repo: Path, **changes: dict) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def mlflow_runs(repo: Path) -> list:
+def mlflow_client(repo: Path):
     import mlflow
 
-    client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    return mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+
+
+def mlflow_runs(repo: Path) -> list:
+    client = mlflow_client(repo)
     experiment = client.get_experiment_by_name("glyphs-dml")
     return client.search_runs([experiment.experiment_id]) if experiment else []
 
@@ -96,6 +100,8 @@ def test_full_then_selective_reruns(repo):
     spectrum = json.loads((repo / "metrics/spectrum.json").read_text())
     assert {"rho", "rho_skip1", "pi_ratio"} <= set(spectrum)
     assert len(mlflow_runs(repo)) == 1
+    logged = {a.path for a in mlflow_client(repo).list_artifacts(mlflow_runs(repo)[0].info.run_id, "plots")}
+    assert {"plots/gallery.png", "plots/spectrum.png", "plots/train_curve.png"} <= logged
 
     noop = run([sys.executable, "-m", "dvc", "repro"], repo)
     assert ran_stages(noop.stdout) == set()
@@ -104,13 +110,14 @@ def test_full_then_selective_reruns(repo):
     cases = [
         ({"eval": {"kmeans_iters": 6}}, {"evaluate", "report"}),
         ({"spectrum": {"skip_largest": [0, 1, 9]}}, {"spectrum", "report"}),
-        ({"index": {"metric": "ip"}}, {"index", "evaluate", "report"}),
-        ({"index": {"type": "hnsw"}}, {"index", "evaluate", "report"}),
-        ({"index": {"type": "ivf", "nlist": 4, "nprobe": 1}}, {"index", "evaluate", "report"}),
+        ({"gallery": {"k": 5, "worst": 2}}, {"gallery", "report"}),
+        ({"index": {"metric": "ip"}}, {"index", "evaluate", "gallery", "report"}),
+        ({"index": {"type": "hnsw"}}, {"index", "evaluate", "gallery", "report"}),
+        ({"index": {"type": "ivf", "nlist": 4, "nprobe": 1}}, {"index", "evaluate", "gallery", "report"}),
         # knobs of methods that are not selected: configure reruns, its output is unchanged, and
         # DVC skips train and everything after it
         ({"loss": {"arcface": {"scale": 30.0}}, "miner": {"semihard": {"margin": 0.5}}}, {"configure"}),
-        ({"miner": {"name": "random"}}, {"configure", "train", "embed", "index", "evaluate", "spectrum", "report"}),
+        ({"miner": {"name": "random"}}, {"configure", "train", "embed", "index", "evaluate", "spectrum", "gallery", "report"}),
     ]
     reports = 1
     for changes, expected in cases:
@@ -175,7 +182,8 @@ def test_prefect_flow_runs_the_dvc_dag(repo, tmp_path):
     dag = stage_dag(repo)
     assert set(dag) == set(ALL_STAGES) and list(dag)[0] == "prepare" and list(dag)[-1] == "report"
     assert dag["evaluate"] == ["embed", "index"]
-    assert dag["report"] == ["evaluate", "index", "spectrum", "train"]
+    assert dag["report"] == ["evaluate", "gallery", "index", "spectrum", "train"]
+    assert dag["gallery"] == ["configure", "embed", "index", "prepare"]
     assert dag["train"] == ["configure", "preprocess"] and dag["configure"] == []
     run([sys.executable, "-m", "dvc", "repro"], repo)
     set_params(repo, spectrum={"skip_largest": [0, 2]})

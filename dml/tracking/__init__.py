@@ -36,6 +36,12 @@ CURVE_METRICS = {
     "beta_mean": "beta_mean",
     "seconds": "epoch_seconds",
     "test_recall_at_1": "test_recall_at_1",
+    "train_rho": "train_rho",
+    "train_rho_skip1": "train_rho_skip1",
+    "train_pi_ratio": "train_pi_ratio",
+    "train_sv1": "train_sv1",
+    "train_sv2": "train_sv2",
+    "train_sv3": "train_sv3",
 }
 RESULT_TAG = "dml.result_logged"
 TRAINING_PREFIX = "train-"

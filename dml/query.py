@@ -1,0 +1,175 @@
+"""Query the built index with image files.
+
+``python -m dml.query IMAGE [IMAGE ...] --k 10 [--png out.png] [--root .]`` embeds the images
+with the trained model (``models/model.pt``), preprocessed exactly as the pipeline preprocessed
+the test images (:func:`dml.data.images.load_image` with the image size and channels the model
+was trained on), searches ``index/test.faiss`` and prints the nearest gallery items (id, label,
+class name, path, distance) from ``embeddings/test.parquet`` and the manifest. ``--png`` draws
+the results as a retrieval gallery (borders green/red when the query is a dataset image, whose
+class is then known; grey otherwise). Missing pipeline outputs and unreadable images are one
+line on stderr and exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dml.data.arrays import Stats
+from dml.data.images import load_image
+from dml.data.manifest import read_manifest
+from dml.embeddings import EmbeddingTable, read_embeddings
+from dml.errors import DatasetError
+from dml.gallery import (
+    QUERY,
+    Catalogue,
+    GalleryRow,
+    Neighbours,
+    Tile,
+    distance_name,
+    draw_gallery,
+    hit_tiles,
+    index_distance_searcher,
+    nearest,
+    run_description,
+)
+from dml.indexing import metric_name, read_index
+from dml.io import atomic_file, read_json
+from dml.paths import INDEX_FILE, INDEX_META, MODEL, PREPARED, TRAIN_CONFIG, embeddings_file
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    images: list[Path]
+    neighbours: Neighbours  # positions in the gallery table, nearest first
+    metric: str
+
+
+class Searcher:
+    """The trained model, the test index and what its positions are (ids, labels, files)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.table: EmbeddingTable = read_embeddings(self.root / embeddings_file("test"))
+        self.index = read_index(self.root / INDEX_FILE, len(self.table.ids), self.root / embeddings_file("test"))
+        self.metric = metric_name(self.index)
+        self.catalogue = Catalogue.from_manifest(read_manifest(self.root / PREPARED, check_files=False), self.root / PREPARED)
+        self.model, self.stats = load_trained(self.root / MODEL)
+        if self.model.head.out_features != self.index.d:
+            raise DatasetError(f"{self.root / MODEL}: the model embeds into {self.model.head.out_features} dimensions, "
+                               f"{self.root / INDEX_FILE} holds {self.index.d}-d vectors (rerun embed and index)")
+
+    def query(self, images: Sequence[Path], k: int) -> QueryResult:
+        from dml.inference import embed_arrays
+
+        arrays = np.stack([load_image(path, self.stats.image_size, self.stats.channels) for path in images])
+        vectors = embed_arrays(self.model, arrays)
+        neighbours = nearest(index_distance_searcher(self.index), vectors, min(k, self.index.ntotal), self.metric)
+        return QueryResult([Path(p) for p in images], neighbours, self.metric)
+
+    def dataset_id(self, image: Path) -> int | None:
+        return self.catalogue.id_of_file(image)
+
+
+def load_trained(path: Path):
+    """The model and the data statistics it was trained with (image size and channels: what
+    the preprocess stage fed it). The checkpoint is read by :func:`load_model` for the network
+    and once more here for the statistics it stores beside the weights."""
+    import torch
+
+    from dml.models.checkpoint import load_model
+
+    if not path.is_file():
+        raise DatasetError(f"{path}: trained model missing (run the train stage)")
+    try:
+        stats = Stats(**torch.load(path, map_location="cpu", weights_only=True)["stats"])
+        model = load_model(path)
+    except Exception as err:  # noqa: BLE001 - any failure to unpickle/rebuild is one message
+        raise DatasetError(f"{path}: unreadable model file ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+    return model, stats
+
+
+def format_results(result: QueryResult, searcher: Searcher) -> str:
+    """A table per query image: rank, distance, id, label, class name, path."""
+    catalogue, ids = searcher.catalogue, searcher.table.ids
+    score = "distance" if result.metric == "l2" else "inner_product"
+    blocks = []
+    for row, image in enumerate(result.images):
+        own = searcher.dataset_id(image)
+        known = f" (dataset id {own}, class {catalogue.class_name(own)})" if own is not None else ""
+        lines = [[ "rank", score, "id", "label", "class", "path"]]
+        for rank, (position, distance) in enumerate(zip(result.neighbours.positions[row], result.neighbours.distances[row]), 1):
+            if position < 0:
+                continue
+            item_id = int(ids[position])
+            lines.append([str(rank), f"{distance:.4f}", str(item_id), str(catalogue.label(item_id)), catalogue.class_name(item_id),
+                          str(catalogue.path(item_id))])
+        widths = [max(len(line[c]) for line in lines) for c in range(len(lines[0]))]
+        table = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines]
+        blocks.append("\n".join([f"query {row + 1}: {image}{known}", *table]))
+    return "\n\n".join(blocks)
+
+
+def result_rows(result: QueryResult, searcher: Searcher) -> list[GalleryRow]:
+    """Gallery rows of the results: the query image, then its hits."""
+    catalogue = searcher.catalogue
+    rows = []
+    for row, image in enumerate(result.images):
+        own = searcher.dataset_id(image)
+        label = catalogue.label(own) if own is not None else None
+        caption = (f"query {row + 1}", catalogue.class_name(own) if own is not None else "class unknown", image.name)
+        hits = hit_tiles(catalogue, searcher.table.ids, result.neighbours.positions[row], result.neighbours.distances[row], label)
+        rows.append(GalleryRow(Tile(image, caption, QUERY), hits))
+    return rows
+
+
+def write_png(result: QueryResult, searcher: Searcher, path: Path, thumb_px: int) -> None:
+    title = [f"Query results: {len(result.images)} image(s), top-{result.neighbours.positions.shape[1]} of {searcher.index.ntotal:,} test images"]
+    training = searcher.root / TRAIN_CONFIG
+    meta = searcher.root / INDEX_META
+    if training.is_file() and meta.is_file():
+        title.append(run_description(read_json(training), read_json(meta)))
+    title.append(f"Border: green = same class as the query, red = another, grey = query class unknown. "
+                 f"Under each image: class, {distance_name(result.metric)}.")
+    with atomic_file(path) as tmp:
+        draw_gallery(result_rows(result, searcher), tmp, title, thumb_px)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    def positive(text: str) -> int:
+        value = int(text)
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+        return value
+
+    parser = argparse.ArgumentParser(prog="python -m dml.query", description=__doc__.split("\n\n")[0])
+    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files to query with")
+    parser.add_argument("--k", type=positive, default=10, help="neighbours per image (default 10)")
+    parser.add_argument("--png", type=Path, help="also draw the results as a gallery PNG here")
+    parser.add_argument("--thumb-px", type=positive, default=64, help="thumbnail side in the PNG (default 64)")
+    parser.add_argument("--root", type=Path, default=Path("."), help="the pipeline's repository root (default: cwd)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        searcher = Searcher(args.root)
+        result = searcher.query(args.images, args.k)
+        print(format_results(result, searcher))
+        if args.png is not None:
+            write_png(result, searcher, args.png, args.thumb_px)
+            print(f"\nwrote {args.png}")
+    except (DatasetError, OSError) as err:  # OSError: the PNG cannot be written
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,43 @@
+"""Stage gallery: plots/gallery.png, rows of test queries (a fixed seeded sample, then the
+worst-ranked) each followed by its top-k retrieved images, framed by class agreement."""
+
+from __future__ import annotations
+
+from dml.config import Params
+from dml.data.manifest import read_manifest
+from dml.embeddings import read_embeddings
+from dml.gallery import (
+    Catalogue,
+    draw_gallery,
+    exact_distance_searcher,
+    index_distance_searcher,
+    select_gallery,
+    selection_rows,
+    summary_lines,
+)
+from dml.indexing import metric_name, read_index
+from dml.io import atomic_file, read_json
+from dml.paths import GALLERY_PNG, INDEX_FILE, INDEX_META, PREPARED, TRAIN_CONFIG, embeddings_file
+from stages._common import run_stage
+
+
+def gallery(params: Params) -> None:
+    cfg = params.gallery
+    table = read_embeddings(embeddings_file("test"))
+    index = read_index(INDEX_FILE, len(table.ids), embeddings_file("test"))
+    metric = metric_name(index)
+    search = index_distance_searcher(index) if cfg.search == "index" else exact_distance_searcher(table.vectors, metric)
+    catalogue = Catalogue.from_manifest(read_manifest(PREPARED, check_files=False), PREPARED)
+    selection = select_gallery(table, search, metric, k=cfg.k, sample=cfg.queries, worst=cfg.worst, seed=cfg.seed)
+    title = summary_lines(selection, table.labels, read_json(TRAIN_CONFIG), read_json(INDEX_META), cfg.seed, metric)
+    with atomic_file(GALLERY_PNG) as tmp:
+        draw_gallery(selection_rows(selection, catalogue, table.ids), tmp, title, cfg.thumb_px)
+    print("\n".join(title))
+
+
+def main() -> None:
+    run_stage("gallery", gallery)
+
+
+if __name__ == "__main__":
+    main()
