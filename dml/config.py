@@ -78,8 +78,8 @@ class TrainConfig(Section):
     num_threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = torch's default")
     shift_augment: int = Field(2, ge=0, description="random translation in pixels applied to training batches")
     track_test_recall: bool = Field(True, description="log test Recall@1 after every epoch (monitoring only)")
-    spectrum_every: int = Field(1, ge=0, description="every N epochs, rho / pi_ratio / top singular values of training embeddings; 0 = off")
-    spectrum_sample: int = Field(1000, ge=16, description="training images (a fixed seeded sample) the spectrum is computed on")
+    spectrum_every: int = Field(2, ge=0, description="every N epochs, rho / pi_ratio / top singular values of training embeddings; 0 = off")
+    spectrum_sample: int = Field(512, ge=16, description="training images (a fixed seeded sample) the spectrum is computed on")
 
 
 class EmbedConfig(Section):

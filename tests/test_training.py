@@ -157,3 +157,25 @@ def test_random_shift_is_a_translation():
         crops = [padded[b, :, dy : dy + 5, dx : dx + 5] for dy in range(3) for dx in range(3)]
         assert any(torch.equal(shifted[b], crop) for crop in crops)
     assert torch.equal(random_shift(images, 0, torch.Generator()), images.float())
+
+
+def test_spectrum_over_training_on_a_fixed_sample():
+    """Reference: spectral_decay / embedding_density / numpy SVD of the final model's embeddings of
+    the same fixed sample: with spectrum_every 2 over 3 epochs, epochs 2 and 3 (the last) carry
+    the embedding space, epoch 1 none; the sample is the same for every run of the same seed."""
+    from dml.inference import embed_arrays
+    from dml.metrics.embedding_space import embedding_density, spectral_decay
+    from dml.training import spectrum_sample
+
+    split = synthetic_split()
+    result = train(tiny_params(epochs=3, spectrum_every=2, spectrum_sample=40), split, STATS, progress=False)
+    assert [r.train_rho is not None for r in result.curve] == [False, True, True]
+    sample = spectrum_sample(split.labels, 40, seed=0)
+    assert np.array_equal(sample, spectrum_sample(split.labels, 40, seed=0)) and len(np.unique(sample)) == 40
+    vectors = embed_arrays(result.model, split.images[sample])
+    s = np.linalg.svd(vectors.astype(np.float64), compute_uv=False)
+    last = result.curve[-1]
+    assert last.train_rho == pytest.approx(spectral_decay(vectors, 0), rel=1e-6)
+    assert last.train_rho_skip1 == pytest.approx(spectral_decay(vectors, 1), rel=1e-6)
+    assert last.train_pi_ratio == pytest.approx(embedding_density(vectors, split.labels[sample])["pi_ratio"], rel=1e-6)
+    assert [last.train_sv1, last.train_sv2, last.train_sv3] == pytest.approx(list(s[:3] / s.sum()), rel=1e-6)
