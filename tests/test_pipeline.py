@@ -205,7 +205,7 @@ def test_experiment_with_another_loss_from_one_override(repo, loss, miner, norma
     the unnormalised N-pair embeddings reach the evaluation unnormalised, as in the paper."""
     from dml.embeddings import read_embeddings
 
-    run(["git", "checkout", "--", "params.yaml"], repo)  # the committed tiny params: miner.name auto
+    set_params(repo, miner={"name": "auto"}, model={"normalize": "auto"}, loss={"name": "margin"})
     run([sys.executable, "-m", "dvc", "repro"], repo)
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "baseline", "--allow-empty"], repo)
