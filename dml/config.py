@@ -24,7 +24,7 @@ from pydantic import Field, ValidationError, model_validator
 from dml.losses.config import LossSection
 from dml.miners.config import MinerSection
 from dml.samplers.config import BatchMatchKnobs, EmbeddedSamplerKnobs, SamplerSection
-from dml.schema import ParamOptim, Section
+from dml.schema import Section
 
 PARAMS_FILE = "params.yaml"
 

@@ -76,10 +76,8 @@ def snapshot(repo: Path) -> dict[str, bytes]:
     return {name: (repo / name).read_bytes() for name in files}
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    """A git repository holding the project's tracked files and a tiny params.yaml."""
-    repo = tmp_path_factory.mktemp("pipeline")
+def tiny_project(repo: Path) -> Path:
+    """A git repository at ``repo`` holding the project's tracked files and a tiny params.yaml."""
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     for name in tracked:
         if (ROOT / name).is_file():
@@ -90,6 +88,11 @@ def repo(tmp_path_factory) -> Path:
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "tiny pipeline"], repo)
     return repo
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    return tiny_project(tmp_path_factory.mktemp("pipeline"))
 
 
 def test_full_then_selective_reruns(repo):

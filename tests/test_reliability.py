@@ -19,7 +19,7 @@ import pytest
 import torch
 import yaml
 
-from tests.test_pipeline import ROOT, TINY, mlflow_runs, run, set_params
+from tests.test_pipeline import mlflow_runs, run, set_params, tiny_project
 
 STAGES = ["prepare", "preprocess", "configure", "train", "embed", "index", "evaluate", "spectrum", "report"]
 OUTPUTS = ["configs", "models", "embeddings", "index", "metrics", "plots", "data/prepared", "data/preprocessed"]
@@ -37,16 +37,7 @@ def _tree_hash(repo: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Path:
     """The tiny pipeline, run once (a git copy of the project)."""
-    repo = tmp_path_factory.mktemp("reliability")
-    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    for name in tracked:
-        if (ROOT / name).is_file():
-            (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            (repo / name).write_bytes((ROOT / name).read_bytes())
-    set_params(repo, **TINY)
-    run(["git", "init", "-q"], repo)
-    run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-qm", "tiny"], repo)
+    repo = tiny_project(tmp_path_factory.mktemp("reliability"))
     run([sys.executable, "-m", "dvc", "repro"], repo)
     return repo
 
