@@ -178,3 +178,51 @@ def test_spectrum_over_training_on_a_fixed_sample():
     assert last.train_rho_skip1 == pytest.approx(spectral_decay(vectors, 1), rel=1e-6)
     assert last.train_pi_ratio == pytest.approx(embedding_density(vectors, split.labels[sample])["pi_ratio"], rel=1e-6)
     assert [last.train_sv1, last.train_sv2, last.train_sv3] == pytest.approx(list(s[:3] / s.sum()), rel=1e-6)
+
+
+def test_non_finite_loss_stops_training_at_that_step(tmp_path, monkeypatch):
+    """Reference: the divergence contract: a loss that becomes NaN at the 2nd batch of epoch 2
+    stops training there with one line naming epoch and batch, before the optimiser step; the
+    checkpoint of epoch 1 is left as it was."""
+    import dml.training as training
+    from dml.errors import TrainingError
+
+    original = training.build_loss
+    calls = {"n": 0}
+
+    def nan_on_call(section, num_classes, embed_dim):
+        loss = original(section, num_classes, embed_dim)
+        forward = loss.forward
+
+        def poisoned(embeddings, labels, tuples):
+            calls["n"] += 1
+            value = forward(embeddings, labels, tuples)
+            return value * float("nan") if calls["n"] == batches_per_epoch + 2 else value
+
+        loss.forward = poisoned
+        return loss
+
+    split = synthetic_split()
+    params = tiny_params(epochs=3)
+    batches_per_epoch = len(split) // params.train.batch_size
+    monkeypatch.setattr(training, "build_loss", nan_on_call)
+    checkpoint = tmp_path / "train.pt"
+    epochs = []
+    with pytest.raises(TrainingError, match=r"^training diverged: loss nan at epoch 2, batch 2 \(loss.name=margin"):
+        train(params, split, STATS, checkpoint=checkpoint, on_epoch=lambda r: epochs.append(r.epoch), progress=False)
+    assert epochs == [1]
+    assert len(torch.load(checkpoint, weights_only=True)["curve"]) == 1
+
+
+def test_an_epoch_without_any_tuple_stops_training():
+    """Reference: by construction: every training class has one image, so no batch holds a
+    positive pair and the miner finds nothing; training stops with one line instead of
+    'learning' from zero tuples and exiting 0."""
+    from dml.errors import TrainingError
+
+    split = synthetic_split(classes=64, per_class=1)
+    raw = tiny_params(epochs=1).model_dump()
+    raw["sampler"]["name"] = "random"
+    raw["model"]["normalize"] = "auto"
+    with pytest.raises(TrainingError, match=r"^epoch 1: miner.name='distance' found no tuple in any batch"):
+        train(parse_params(raw), split, STATS, progress=False)
