@@ -99,6 +99,21 @@ def run_one(params: Params) -> dict:
     }
 
 
+def untrained_recall_at_1(params: Params) -> float:
+    """R@1 of the network as initialised (seeded as training seeds it), for scale."""
+    from dml.data.arrays import load_split, load_stats
+    from dml.evaluation import evaluate_embeddings
+    from dml.inference import embed_arrays
+    from dml.paths import PREPROCESSED
+    from dml.training import build_training
+
+    stats = load_stats(ROOT / PREPROCESSED)
+    setup = build_training(params, load_split(ROOT / PREPROCESSED, "train"), stats)
+    test = load_split(ROOT / PREPROCESSED, "test")
+    vectors = embed_arrays(setup.model, test.images, params.embed.batch_size)
+    return evaluate_embeddings(vectors, test.labels, cfg=params.eval.model_copy(update={"clustering": False})).metrics["recall_at_1"]
+
+
 def markdown(rows: list[dict]) -> str:
     lines = [
         "| loss | miner | R@1 | NMI | MAP@R | rho | pi_ratio | s/epoch |",
@@ -119,9 +134,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="default: train.epochs of params.yaml")
     parser.add_argument("--force", action="store_true", help="rerun losses that have a stored result")
     parser.add_argument("--tag", default="zoo", help="results folder name under benchmarks/results/")
+    parser.add_argument("--untrained", action="store_true", help="only print the untrained network's R@1")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # child process: run one loss, print JSON
     args = parser.parse_args()
 
+    if args.untrained:
+        print(f"untrained small_cnn (normalised): R@1 {untrained_recall_at_1(params_for('margin', [], 1)):.3f}")
+        return
     if args.one:
         print(json.dumps(run_one(params_for(args.one, args.overrides, args.epochs))))
         return

@@ -482,7 +482,7 @@ def test_embedding_density_hand_computed():
     and 2 -> pi_intra 2; centres (1,0),(0,2) normalise to (1,0),(0,1) -> pi_inter sqrt(2);
     ratio sqrt(2)."""
     x = np.array([[0.0, 0.0], [2.0, 0.0], [0.0, 1.0], [0.0, 3.0]])
-    out = embedding_density(x, np.array([0, 0, 1, 1]))
+    out = embedding_density(x, np.array([0, 0, 1, 1]), on_sphere=False)
     assert out["pi_intra"] == pytest.approx(2.0)
     assert out["pi_inter"] == pytest.approx(math.sqrt(2))
     assert out["pi_ratio"] == pytest.approx(math.sqrt(2))
@@ -511,7 +511,21 @@ def test_embedding_density_matches_python_loops(block_size):
     inter = sum(math.dist(a, b) for a, b in inter_pairs) / len(inter_pairs)
     pi_intra = sum(intra) / len(intra)
 
-    out = embedding_density(x, labels, block_size=block_size)
+    out = embedding_density(x, labels, block_size=block_size, on_sphere=False)
     assert out["pi_intra"] == pytest.approx(pi_intra, rel=1e-9)
     assert out["pi_inter"] == pytest.approx(inter, rel=1e-9)
     assert out["pi_ratio"] == pytest.approx(pi_intra / inter, rel=1e-9)
+
+
+def test_embedding_density_on_the_sphere_is_that_of_the_unit_vectors():
+    """Reference: the definition: on_sphere=True equals on_sphere=False applied to the
+    L2-normalised rows, is invariant to rescaling each row, and equals the plain computation for
+    unit input."""
+    rng = np.random.default_rng(3)
+    labels = np.repeat(np.arange(6), 5)
+    x = rng.standard_normal((30, 8)) + labels[:, None] * 0.5
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    scaled = x * rng.uniform(0.1, 10.0, (30, 1))
+    expected = embedding_density(unit, labels, on_sphere=False)
+    for got in (embedding_density(x, labels), embedding_density(scaled, labels), embedding_density(unit, labels)):
+        assert got == pytest.approx(expected, rel=1e-9)

@@ -21,12 +21,19 @@ def spectral_decay(embeddings: np.ndarray, skip_largest: int = 0) -> float:
     return float(np.sum(uniform * np.log(uniform / s)))
 
 
-def embedding_density(embeddings: np.ndarray, labels: np.ndarray, block_size: int = 2048) -> dict[str, float]:
+def embedding_density(
+    embeddings: np.ndarray, labels: np.ndarray, block_size: int = 2048, on_sphere: bool = True
+) -> dict[str, float]:
     """pi_intra: mean pairwise distance within a class, averaged over classes with two or more
     members; pi_inter: mean pairwise distance between the L2-normalised class centres;
-    pi_ratio = pi_intra / pi_inter. Distances are computed in blocks, so 11k classes (SOP) never
-    build an 11k x 11k matrix."""
+    pi_ratio = pi_intra / pi_inter. With ``on_sphere`` the embeddings are L2-normalised first, so
+    pi_ratio compares like with like (unit centres against unit embeddings) also for losses
+    trained on unnormalised embeddings (N-pair, angular, lifted); for normalised embeddings it
+    changes nothing. Distances are computed in blocks, so 11k classes (SOP) never build an
+    11k x 11k matrix."""
     embeddings = np.asarray(embeddings, dtype=np.float64)
+    if on_sphere:
+        embeddings = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True).clip(1e-12)
     order = np.argsort(labels, kind="stable")
     _, starts, counts = np.unique(np.asarray(labels)[order], return_index=True, return_counts=True)
     grouped = embeddings[order]
