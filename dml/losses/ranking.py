@@ -66,7 +66,9 @@ class MarginLoss(Loss):
         pos = F.relu(d_ap - beta + self.margin)
         neg = F.relu(beta - d_an + self.margin)
         active = (pos > 0).sum() + (neg > 0).sum()
-        total = (pos + neg).sum() + self.nu * beta.sum()
+        total = (pos + neg).sum()
+        if self.nu:  # nu = 0 (the default) adds nothing to the graph
+            total = total + self.nu * beta.sum()
         return total / active.clamp_min(1)
 
 
