@@ -27,6 +27,16 @@ class Section(BaseModel):
         return value
 
 
+class MethodChoice(Section):
+    """A method family's section (``loss``, ``miner``, ``sampler``): ``name`` selects a method and
+    one field per method, named after it, holds that method's knobs."""
+
+    @property
+    def knobs(self) -> Section:
+        """The selected method's knobs."""
+        return getattr(self, self.name)
+
+
 class ParamOptim(Section):
     """The optimiser group of a component's own parameters (margin loss's beta, proxies, class
     weights, SoftTriple centres): each method has its own learning-rate rule in the paper, either

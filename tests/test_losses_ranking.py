@@ -74,6 +74,19 @@ def _leaf(x: torch.Tensor) -> torch.Tensor:
     return x.detach().clone().requires_grad_(True)
 
 
+def assert_same_value_and_gradient(ours, reference, x: torch.Tensor, reference_positive: bool = True) -> None:
+    """``ours(x)`` and ``reference(x)`` (each on its own leaf copy of ``x``) agree in value to 1e-5
+    and in gradient w.r.t. ``x``; with ``reference_positive`` the reference must not be a trivial 0."""
+    x_ours, x_ref = _leaf(x), _leaf(x)
+    value, expected = ours(x_ours), reference(x_ref)
+    value.backward()
+    expected.backward()
+    if reference_positive:
+        assert expected.item() > 0
+    assert value.item() == pytest.approx(expected.item(), abs=1e-5)
+    torch.testing.assert_close(x_ours.grad, x_ref.grad, atol=1e-6, rtol=1e-5)
+
+
 def _assert_zero_and_backprop(loss: torch.Tensor, x: torch.Tensor) -> None:
     assert loss.item() == 0.0 and loss.requires_grad
     loss.backward()
@@ -115,14 +128,12 @@ def test_contrastive_matches_pml(pos_margin, neg_margin):
     x = x / 2  # distances around 1, so that both hinges have active and inactive pairs
     triplets = _random_triplets(labels, 30)
     pml = PMLContrastive(pos_margin, neg_margin, distance=LpDistance(normalize_embeddings=False), reducer=MeanReducer())
-    x_ours, x_pml = _leaf(x), _leaf(x)
-    ours = ContrastiveLoss(ContrastiveKnobs(pos_margin=pos_margin, neg_margin=neg_margin))(x_ours, labels, triplets)
-    ref = pml(x_pml, labels, indices_tuple=(triplets.anchors, triplets.positives, triplets.negatives))
-    ours.backward()
-    ref.backward()
-    assert ref.item() > 0
-    assert ours.item() == pytest.approx(ref.item(), abs=1e-5)
-    torch.testing.assert_close(x_ours.grad, x_pml.grad, atol=1e-6, rtol=1e-5)
+    assert_same_value_and_gradient(
+        lambda x_ours: ContrastiveLoss(ContrastiveKnobs(pos_margin=pos_margin, neg_margin=neg_margin))(x_ours, labels, triplets),
+        lambda x_ref: pml(x_ref, labels, indices_tuple=(triplets.anchors, triplets.positives, triplets.negatives)),
+        x,
+        reference_positive=True,
+    )
 
 
 def test_contrastive_rho_triplet_gradient_hand_computed():
@@ -256,14 +267,12 @@ def test_snr_hinge_matches_pml(margin):
     x, labels = _batch(dim=16)
     triplets = _random_triplets(labels, 30, rho=6)
     pml = TripletMarginLoss(margin, distance=SNRDistance(normalize_embeddings=False), reducer=AvgNonZeroReducer())
-    x_ours, x_pml = _leaf(x), _leaf(x)
-    ours = SNRLoss(SNRKnobs(margin=margin, reg_weight=0.0))(x_ours, labels, triplets)
-    ref = pml(x_pml, labels, indices_tuple=(triplets.anchors, triplets.positives, triplets.negatives))
-    ours.backward()
-    ref.backward()
-    assert ref.item() > 0
-    assert ours.item() == pytest.approx(ref.item(), abs=1e-5)
-    torch.testing.assert_close(x_ours.grad, x_pml.grad, atol=1e-6, rtol=1e-5)
+    assert_same_value_and_gradient(
+        lambda x_ours: SNRLoss(SNRKnobs(margin=margin, reg_weight=0.0))(x_ours, labels, triplets),
+        lambda x_ref: pml(x_ref, labels, indices_tuple=(triplets.anchors, triplets.positives, triplets.negatives)),
+        x,
+        reference_positive=True,
+    )
 
 
 def test_snr_hinge_counts_only_active_triplets():
@@ -382,13 +391,12 @@ def test_multisimilarity_matches_pml_when_no_anchor_is_skipped(knobs):
     x, labels = _batch(dim=4)
     _, kept = _multisimilarity_reference(x, labels, knobs.alpha, knobs.beta, knobs.epsilon, knobs.base)
     assert kept == len(x)
-    x_ours, x_pml = _leaf(x), _leaf(x)
-    ours = MultiSimilarityLoss(knobs)(x_ours, labels, None)
-    ref = _pml_multisimilarity(x_pml, labels, knobs)
-    ours.backward()
-    ref.backward()
-    assert ours.item() == pytest.approx(ref.item(), abs=1e-5)
-    torch.testing.assert_close(x_ours.grad, x_pml.grad, atol=1e-6, rtol=1e-5)
+    assert_same_value_and_gradient(
+        lambda x_ours: MultiSimilarityLoss(knobs)(x_ours, labels, None),
+        lambda x_ref: _pml_multisimilarity(x_ref, labels, knobs),
+        x,
+        reference_positive=False,
+    )
 
 
 def _partly_separated_batch() -> tuple[torch.Tensor, torch.Tensor]:
@@ -468,14 +476,12 @@ def test_histogram_matches_pml(nodes):
     from pytorch_metric_learning.losses import HistogramLoss as PMLHistogram
 
     x, labels = _batch(dim=4)
-    x_ours, x_pml = _leaf(x), _leaf(x)
-    ours = HistogramLoss(HistogramKnobs(nodes=nodes))(x_ours, labels, None)
-    ref = PMLHistogram(n_bins=nodes - 1)(x_pml, labels)
-    ours.backward()
-    ref.backward()
-    assert ref.item() > 0
-    assert ours.item() == pytest.approx(ref.item(), abs=1e-5)
-    torch.testing.assert_close(x_ours.grad, x_pml.grad, atol=1e-6, rtol=1e-5)
+    assert_same_value_and_gradient(
+        lambda x_ours: HistogramLoss(HistogramKnobs(nodes=nodes))(x_ours, labels, None),
+        lambda x_ref: PMLHistogram(n_bins=nodes - 1)(x_ref, labels),
+        x,
+        reference_positive=True,
+    )
 
 
 def test_histogram_hand_computed_three_nodes():

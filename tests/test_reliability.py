@@ -19,7 +19,7 @@ import pytest
 import torch
 import yaml
 
-from tests.test_pipeline import mlflow_runs, run, set_params, tiny_project
+from tests.test_pipeline import _merge, mlflow_runs, run, set_params, tiny_project
 
 STAGES = ["prepare", "preprocess", "configure", "train", "embed", "index", "evaluate", "spectrum", "report"]
 OUTPUTS = ["configs", "models", "embeddings", "index", "metrics", "plots", "data/prepared", "data/preprocessed"]
@@ -129,11 +129,7 @@ def test_malformed_params_give_one_line_and_change_no_output(built, monkeypatch)
     try:
         for changes, key, stages in MALFORMED:
             raw = yaml.safe_load(original)
-            for section, values in changes.items():
-                if isinstance(values, dict) and isinstance(raw.get(section), dict):
-                    _deep_update(raw[section], values)
-                else:
-                    raw[section] = values
+            _merge(raw, changes)
             (built / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
             *succeed, failing = stages or [None]
             for stage in succeed:
@@ -147,14 +143,6 @@ def test_malformed_params_give_one_line_and_change_no_output(built, monkeypatch)
         (built / "params.yaml").write_text(original)
         _run_stage_in_process(built, "configure")  # back to the original resolved config
     assert _tree_hash(built) == before
-
-
-def _deep_update(target: dict, changes: dict) -> None:
-    for key, value in changes.items():
-        if isinstance(value, dict) and isinstance(target.get(key), dict):
-            _deep_update(target[key], value)
-        else:
-            target[key] = value
 
 
 # ----------------------------------------------------------------------------- SIGKILL

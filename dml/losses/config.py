@@ -23,7 +23,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from dml.schema import ParamOptim, Section
+from dml.schema import MethodChoice, ParamOptim, Section
 
 TupleKind = Literal["triplets", "npair", "lifted"]
 
@@ -189,7 +189,7 @@ LossName = Literal[
 ]  # fmt: skip
 
 
-class LossSection(Section):
+class LossSection(MethodChoice):
     """``loss:`` in params.yaml: the selected loss and every loss's knobs."""
 
     name: LossName = "margin"
@@ -208,8 +208,3 @@ class LossSection(Section):
     softtriple: SoftTripleKnobs = SoftTripleKnobs()
     proxynca: ProxyNCAKnobs = ProxyNCAKnobs()
     proxyanchor: ProxyAnchorKnobs = ProxyAnchorKnobs()
-
-    @property
-    def knobs(self) -> LossKnobs:
-        """The selected loss's knobs."""
-        return getattr(self, self.name)

@@ -12,7 +12,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from dml.losses.config import TupleKind
-from dml.schema import Section
+from dml.schema import MethodChoice, Section
 
 
 class MinerKnobs(Section):
@@ -75,7 +75,7 @@ class NoneKnobs(MinerKnobs):
 MinerName = Literal["random", "semihard", "softhard", "distance", "rho_distance", "npair", "lifted", "none"]
 
 
-class MinerSection(Section):
+class MinerSection(MethodChoice):
     """``miner:`` in params.yaml. ``name: auto`` is resolved to the loss's default miner when the
     params are parsed, so everything downstream sees a concrete name."""
 
@@ -88,7 +88,3 @@ class MinerSection(Section):
     npair: NPairKnobs = NPairKnobs()
     lifted: LiftedKnobs = LiftedKnobs()
     none: NoneKnobs = NoneKnobs()
-
-    @property
-    def knobs(self) -> MinerKnobs:
-        return getattr(self, self.name)

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from dml.schema import Section
+from dml.schema import MethodChoice, Section
 
 
 class SamplerKnobs(Section):
@@ -88,7 +88,7 @@ class FRDKnobs(BatchMatchKnobs):
 SamplerName = Literal["random", "class_balanced", "class_random", "full_random", "greedy_coreset", "d2_coreset", "ddm", "frd"]
 
 
-class SamplerSection(Section):
+class SamplerSection(MethodChoice):
     name: SamplerName = "class_balanced"
     random: RandomSamplerKnobs = RandomSamplerKnobs()
     class_balanced: ClassBalancedKnobs = ClassBalancedKnobs()
@@ -98,7 +98,3 @@ class SamplerSection(Section):
     d2_coreset: D2CoresetKnobs = D2CoresetKnobs()
     ddm: DDMKnobs = DDMKnobs()
     frd: FRDKnobs = FRDKnobs()
-
-    @property
-    def knobs(self) -> SamplerKnobs:
-        return getattr(self, self.name)
