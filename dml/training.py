@@ -190,14 +190,15 @@ def train(
     stats: Stats,
     eval_split: SplitArrays | None = None,
     checkpoint: Path | None = None,
-    on_start: Callable[[], None] | None = None,
+    on_start: Callable[[str, str, list[EpochRecord]], None] | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
     progress: bool = True,
     attempt: str = "",
 ) -> TrainResult:
     """Train from params; with ``checkpoint``, save every epoch there and resume from it when it
-    belongs to the same training (fingerprint). ``attempt`` is stored with it (the tracking run a
-    resumed training continues)."""
+    belongs to the same training (fingerprint). ``attempt`` (a fresh run's id) is stored with it;
+    a resumed training takes the checkpoint's, so it continues the same tracking run.
+    ``on_start(fingerprint, attempt, restored_curve)`` is called once training is set up."""
     cfg = params.train
     setup = build_training(params, train_split, stats)
     model, criterion, miner, sampler, optimizer = setup.model, setup.criterion, setup.miner, setup.sampler, setup.optimizer
@@ -217,9 +218,10 @@ def train(
             storage.load_state_dict(state["storage"])
         curve = [EpochRecord(**record) for record in state["curve"]]
         start_epoch = len(curve)
+        attempt = state["attempt"]
         print(f"resuming training from {checkpoint} after epoch {start_epoch}/{cfg.epochs}")
     if on_start is not None:
-        on_start()
+        on_start(fingerprint, attempt, list(curve))
 
     sample = spectrum_sample(train_split.labels, cfg.spectrum_sample, cfg.seed)
     sample_images, sample_labels = np.asarray(train_split.images[sample]), train_split.labels[sample]

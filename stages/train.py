@@ -25,7 +25,7 @@ from dml.paths import (
     TRAIN_RUN,
 )
 from dml.tracking import TrainingRun, new_attempt
-from dml.training import EpochRecord, read_checkpoint, train, training_fingerprint
+from dml.training import EpochRecord, train
 from stages._common import run_stage
 
 
@@ -48,17 +48,14 @@ def train_stage(params: Params) -> None:
     stats = load_stats(PREPROCESSED)
     train_split = load_split(PREPROCESSED, "train")
     eval_split = load_split(PREPROCESSED, "test") if params.train.track_test_recall else None
-    # A resumed training continues its own tracking run (the attempt id is in the checkpoint,
-    # which is only resumed with the same fingerprint); a fresh one opens a new run.
-    fingerprint = training_fingerprint(params, stats)
-    resumed = read_checkpoint(CHECKPOINT, fingerprint)
-    attempt = resumed["attempt"] if resumed else new_attempt()
     tracker: TrainingRun | None = None
 
-    def on_start() -> None:
-        # Only once training is set up: a config that cannot train opens no tracking run.
+    def on_start(fingerprint: str, attempt: str, restored: list[EpochRecord]) -> None:
+        # Only once training is set up: a config that cannot train opens no tracking run. A
+        # resumed training continues its own run (the checkpoint's attempt id, resumed only with
+        # the same fingerprint); a fresh one opens a new run.
         nonlocal tracker
-        tracker = TrainingRun(params, fingerprint, attempt, restored_curve=resumed["curve"] if resumed else [])
+        tracker = TrainingRun(params, fingerprint, attempt, restored_curve=[asdict(r) for r in restored])
 
     def on_epoch(record: EpochRecord) -> None:
         tracker.log_epoch(record.epoch, asdict(record))
@@ -67,7 +64,7 @@ def train_stage(params: Params) -> None:
     started = time.perf_counter()
     try:
         result = train(params, train_split, stats, eval_split=eval_split, checkpoint=CHECKPOINT,
-                       on_start=on_start, on_epoch=on_epoch, attempt=attempt)
+                       on_start=on_start, on_epoch=on_epoch, attempt=new_attempt())
     except BaseException as err:
         if tracker is not None:
             tracker.finish("FAILED" if isinstance(err, Exception) else "KILLED")
