@@ -1,9 +1,14 @@
 """The prepared-dataset contract: ``manifest.parquet`` with one row per image.
 
-Columns: ``id`` (int64, unique), ``path`` (str, relative to the manifest's folder),
-``label`` (int64), ``class_name`` (str), ``split`` ("train" | "test"). Every dataset, generated
-or read from an official format, is prepared into this one shape, so everything downstream of
-``prepare`` is dataset-agnostic.
+Columns: ``id`` (int64, unique), ``path`` (str, POSIX, relative to the image root),
+``label`` (int64), ``class_name`` (str), ``split``: "train", "val" (classes held out of training
+for model selection), and either "test" (all-vs-all retrieval) or "query" + "gallery" (In-Shop:
+queries searched against the gallery). Every dataset, generated or read from an official format,
+is prepared into this one shape, so everything downstream of ``prepare`` is dataset-agnostic.
+
+The image root is the schema metadata key ``image_root``: a path, relative paths resolved
+against the manifest's folder; absent or "." means the manifest's own folder (generated data).
+A real dataset is not copied: its manifest points at the raw folder.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ import pyarrow.parquet as pq
 from dml.errors import DatasetError
 
 MANIFEST_NAME = "manifest.parquet"
-SPLITS = ("train", "test")
+SPLITS = ("train", "val", "test", "query", "gallery")
+IMAGE_ROOT_KEY = "image_root"
 
 SCHEMA = pa.schema(
     [
@@ -66,7 +72,26 @@ def validate_manifest(table: pa.Table, root: Path, check_files: bool = True) -> 
     bad_splits = set(table.column("split").to_pylist()) - set(SPLITS)
     if bad_splits:
         raise DatasetError(f"{where}: unknown split value(s) {sorted(bad_splits)}; expected {SPLITS}")
+    present = set(table.column("split").to_pylist())
+    if "test" in present and present & {"query", "gallery"}:
+        raise DatasetError(f"{where}: splits mix 'test' with 'query'/'gallery'; use one evaluation protocol")
+    if len(present & {"query", "gallery"}) == 1:
+        raise DatasetError(f"{where}: a 'query' split needs a 'gallery' split and vice versa")
     if check_files:
+        images = image_root(table, root)
         for rel in table.column("path").to_pylist():
-            if not (root / rel).is_file():
-                raise DatasetError(f"{root / rel}: image listed in {where} is missing")
+            if not (images / rel).is_file():
+                raise DatasetError(f"{images / rel}: image listed in {where} is missing")
+
+
+def image_root(table: pa.Table, manifest_dir: Path) -> Path:
+    """The folder the manifest's ``path`` column is relative to (see the module docstring)."""
+    metadata = table.schema.metadata or {}
+    value = metadata.get(IMAGE_ROOT_KEY.encode(), b".").decode()
+    return Path(manifest_dir) / value  # an absolute value replaces manifest_dir
+
+
+def evaluation_splits(table: pa.Table) -> tuple[str, ...]:
+    """("query", "gallery") for a query/gallery dataset, else ("test",)."""
+    present = set(table.column("split").to_pylist())
+    return ("query", "gallery") if "query" in present else ("test",)
