@@ -493,7 +493,6 @@ def test_storage_record_refresh_and_state():
     restored.load_state_dict(storage.state_dict())
     assert torch.equal(restored.embeddings, storage.embeddings)
 
-    model = build_model(ModelConfig(embed_dim=2, normalize=True), 1, [127.5], [60.0])
     fresh = torch.randn(5, 2)
     storage.refresh(fresh)
     assert torch.equal(storage.embeddings, fresh)
