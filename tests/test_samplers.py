@@ -16,8 +16,6 @@ import scipy.stats
 import torch
 from scipy.spatial.distance import cdist, pdist
 
-from dml.config import ModelConfig
-from dml.models import build_model
 from dml.samplers.basic import ClassBalancedSampler, ClassMembers, ClassRandomSampler, FullRandomSampler, RandomSampler
 from dml.samplers.config import (
     D2CoresetKnobs,
