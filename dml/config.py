@@ -78,7 +78,11 @@ class TrainConfig(Section):
     num_threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = torch's default")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available, else cpu")
     amp: Literal["off", "bf16", "fp16"] = Field("off", description="mixed precision of the forward pass (cuda only)")
-    track_test_recall: bool = Field(True, description="log test Recall@1 after every epoch (monitoring only)")
+    track_test_recall: bool = Field(True, description="log test Recall@1 after every epoch (monitoring only, selects nothing)")
+    selection: Literal["auto", "last", "val"] = Field(
+        "auto", description="which epoch's weights are the model: val = best validation Recall@1 (needs data.val_classes > 0), "
+        "last = the final epoch, auto = val when there is a validation split, else last"
+    )
     spectrum_every: int = Field(2, ge=0, description="every N epochs, rho / pi_ratio / top singular values of training embeddings; 0 = off")
     spectrum_sample: int = Field(512, ge=16, description="training images (a fixed seeded sample) the spectrum is computed on")
 

@@ -71,9 +71,11 @@ class EpochRecord:
 
 @dataclass
 class TrainResult:
-    model: EmbeddingModel
+    model: EmbeddingModel  # the selected epoch's weights (train.selection)
     curve: list[EpochRecord]
     criterion: Loss  # with its trained parameters (beta, proxies, class weights, centres)
+    selected_epoch: int
+    selection: str  # "val" (best validation Recall@1) or "last"
 
 
 def training_fingerprint(params: Params, stats: Stats) -> str:
@@ -234,6 +236,9 @@ def train(
     ``val_split`` (held-out training classes) and ``test_split`` are embedded after every epoch
     for the curve's Recall@1 when given."""
     cfg = params.train
+    if cfg.selection == "val" and val_split is None:
+        raise ConfigError("train.selection: val chooses the epoch on the validation split, but the data has none (set data.val_classes > 0)")
+    selection = "val" if val_split is not None and cfg.selection != "last" else "last"
     setup = build_training(params, train_split, stats)
     model, criterion, miner, sampler, optimizer = setup.model, setup.criterion, setup.miner, setup.sampler, setup.optimizer
     storage = setup.storage
@@ -241,6 +246,7 @@ def train(
     fingerprint = training_fingerprint(params, stats)
     curve: list[EpochRecord] = []
     start_epoch = 0
+    best: dict | None = None  # selection "val": {"epoch", "score", "model"} of the best epoch so far
     state = read_checkpoint(checkpoint, fingerprint)
     if state is not None:
         model.load_state_dict(state["model"])
@@ -252,6 +258,7 @@ def train(
         if storage is not None:
             storage.load_state_dict(state["storage"])
         curve = [EpochRecord(**record) for record in state["curve"]]
+        best = state.get("best")
         start_epoch = len(curve)
         attempt = state["attempt"]
         print(f"resuming training from {checkpoint} after epoch {start_epoch}/{cfg.epochs}")
@@ -306,6 +313,9 @@ def train(
             **(embedding_space(model, sample_split, params) if spectrum_due(epoch) else {}),
         )
         curve.append(record)
+        if selection == "val" and (best is None or record.val_recall_at_1 > best["score"]):  # ties: the earlier epoch
+            best = {"epoch": record.epoch, "score": record.val_recall_at_1,
+                    "model": {key: value.detach().clone() for key, value in model.state_dict().items()}}
         if progress:
             r1 = "".join(f", {name} R@1 {value:.3f}" for name, value in
                          (("val", record.val_recall_at_1), ("test", record.test_recall_at_1)) if value is not None)
@@ -323,11 +333,16 @@ def train(
                         "optimizer": optimizer.state_dict(),
                         "scaler": setup.scaler.state_dict(),
                         "curve": [asdict(r) for r in curve],
+                        "best": best,
                         **({"storage": storage.state_dict()} if storage is not None else {}),
                     },
                     tmp,
                 )
         if on_epoch is not None:
             on_epoch(record)
+    selected_epoch = curve[-1].epoch
+    if best is not None:
+        model.load_state_dict(best["model"])
+        selected_epoch = best["epoch"]
     model.eval()
-    return TrainResult(model=model, curve=curve, criterion=criterion)
+    return TrainResult(model=model, curve=curve, criterion=criterion, selected_epoch=selected_epoch, selection=selection)

@@ -87,6 +87,12 @@ def train_stage(params: Params) -> None:
         "train_seconds": round(seconds, 2),
         "test_recall_at_1_last_epoch": last.test_recall_at_1,
         "val_recall_at_1_last_epoch": last.val_recall_at_1,
+        # the model is this epoch's weights: best validation Recall@1, or the last epoch
+        "selected_epoch": result.selected_epoch,
+        "selection": result.selection,
+        # The paper code's practice, reported apart because it is optimistic: the best test R@1
+        # over epochs chooses the epoch on the test classes themselves.
+        "test_recall_at_1_max_over_epochs": max((r.test_recall_at_1 for r in result.curve if r.test_recall_at_1 is not None), default=None),
     })
     write_json(TRAIN_RUN, tracker.reference())
     CHECKPOINT.unlink(missing_ok=True)

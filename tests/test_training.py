@@ -269,3 +269,35 @@ def test_an_epoch_without_any_tuple_stops_training():
     raw["model"]["normalize"] = "auto"
     with pytest.raises(TrainingError, match=r"^epoch 1: miner.name='distance' found no tuple in any batch"):
         train(parse_params(raw), split, STATS, progress=False)
+
+
+def test_model_is_the_best_validation_epoch_and_survives_a_resume(tmp_path):
+    """Reference: the curve's own validation Recall@1: with a validation split the model is the
+    epoch of the highest val R@1 (the earliest on ties), re-embedding the validation split with
+    it gives that R@1 again, and a run resumed after epoch 1 selects the same epoch and weights.
+    Without a validation split the model is the last epoch; asking for val without one is an error."""
+    from dml.training import quick_recall_at_1
+
+    split, val = synthetic_split(), synthetic_split(classes=6, per_class=6, seed=1)
+    params = tiny_params(epochs=4)
+    result = train(params, split, STATS, val_split=val, progress=False)
+    scores = [r.val_recall_at_1 for r in result.curve]
+    assert result.selection == "val" and result.selected_epoch == 1 + int(np.argmax(scores))
+    assert quick_recall_at_1(result.model, val, params) == scores[result.selected_epoch - 1]
+
+    def interrupt(record):
+        if record.epoch == 1:
+            raise KeyboardInterrupt
+
+    checkpoint = tmp_path / "train.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train(params, split, STATS, val_split=val, checkpoint=checkpoint, on_epoch=interrupt, progress=False)
+    resumed = train(params, split, STATS, val_split=val, checkpoint=checkpoint, progress=False)
+    assert resumed.selected_epoch == result.selected_epoch
+    for key, value in state(result).items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+
+    last = train(tiny_params(epochs=2), split, STATS, progress=False)
+    assert (last.selection, last.selected_epoch) == ("last", 2)
+    with pytest.raises(ValueError, match="train.selection: val"):
+        train(tiny_params(epochs=1, selection="val"), split, STATS, progress=False)
