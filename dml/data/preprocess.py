@@ -186,7 +186,7 @@ def build_preprocessed(prepared: Path, out: Path, cfg: PreprocessConfig, progres
         rows = [int(r) for r in np.argsort(ids, kind="stable")
                 if cfg.resize is not None or splits[r] in HASHED_SPLITS]  # without a cache, test rows need no work
         jobs = (Job(sources / source_paths[r], None if cfg.resize is None else root / paths[r],
-                    pixels=splits[r] == "train", hashed=splits[r] in HASHED_SPLITS) for r in rows)
+                    pixels=bool(splits[r] == "train"), hashed=splits[r] in HASHED_SPLITS) for r in rows)
         bar = tqdm(total=len(rows), unit="img", desc="preprocess", disable=not progress)
         with bar, _torch_threads(1), ThreadPoolExecutor(cfg.workers, thread_name_prefix="preprocess") as pool:
             try:
