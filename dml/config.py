@@ -43,10 +43,18 @@ class DataConfig(Section):
 
 
 class PreprocessConfig(Section):
-    """Turn prepared images into per-split arrays for fast loading (stage ``preprocess``)."""
+    """Stage ``preprocess``: the decode mode, an optional resize cache of the prepared images
+    (real datasets' full-size JPEGs decode slowly; a downscaled copy keeps training I/O-light),
+    and the train split's channel statistics (see dml/data/preprocess.py)."""
 
-    image_size: int = Field(32, ge=8, le=512, description="square side the images are resized to")
-    channels: Literal[1, 3] = 1
+    channels: Literal[1, 3] = Field(1, description="decode mode: 1 = grayscale, 3 = RGB")
+    resize: int | None = Field(
+        None, ge=8, le=4096,
+        description="shorter side (pixels) of the cached copies, aspect ratio kept, never upscaled; null = no cache",
+    )
+    format: Literal["jpeg", "png", "webp"] = Field("jpeg", description="cache file format (png: lossless)")
+    quality: int = Field(95, ge=1, le=100, description="jpeg / webp quality of the cache")
+    workers: int = Field(2, ge=1, le=64, description="decode/resize/encode threads; the output does not depend on it")
 
 
 class ModelConfig(Section):
