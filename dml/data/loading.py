@@ -1,7 +1,8 @@
 """From a split to model input: image sources, torchvision ``transforms.v2``, and DataLoaders.
 
 A split is an :class:`ImageSource`: :class:`FileSplit` reads the preprocessed manifest's files
-(decoded by torchvision's libjpeg-turbo / libpng decoders), :class:`ArraySplit` holds images in
+(decoded by :func:`dml.data.decode.decode_file`, as the preprocess stage decoded them for its
+statistics: torchvision's libjpeg-turbo / libpng decoders, PIL for other formats), :class:`ArraySplit` holds images in
 memory (synthetic data in tests and benchmarks). Both give uint8 (C, H, W) tensors; the model
 normalises (:class:`dml.models.base.EmbeddingModel`), so batches travel as uint8 (4x less to
 copy to a GPU than float32).
@@ -23,12 +24,11 @@ from typing import Protocol
 import numpy as np
 import pyarrow.compute as pc
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
-from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 
 from dml.config import TransformsConfig
+from dml.data.decode import decode_file
 from dml.data.manifest import image_root, read_manifest
 from dml.data.stats import load_stats
 from dml.errors import DatasetError
@@ -92,28 +92,10 @@ class FileSplit:
         return self.root / self.paths[index].decode()
 
     def read(self, index: int) -> torch.Tensor:
-        return read_image(self.path(index), self.channels)
+        return decode_file(self.path(index), self.channels)
 
     def subset(self, rows: np.ndarray) -> FileSplit:
         return FileSplit(self.root, self.paths[rows], self.labels[rows], self.ids[rows], self.channels)
-
-
-def read_image(path: Path, channels: int) -> torch.Tensor:
-    """uint8 (channels, H, W): torchvision's decoders first (libjpeg-turbo, libpng, libwebp,
-    converting gray/CMYK/palette to the requested mode), PIL for what they cannot read."""
-    mode = ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB
-    try:
-        return decode_image(str(path), mode=mode)
-    except RuntimeError:
-        pass  # e.g. BMP, TIFF or a JPEG flavour libjpeg-turbo refuses: PIL decides below
-    if not path.is_file():
-        raise DatasetError(f"{path}: image file missing")
-    try:
-        with Image.open(path) as image:
-            array = np.asarray(image.convert("L" if channels == 1 else "RGB"))
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as err:
-        raise DatasetError(f"{path}: corrupt or unreadable image ({type(err).__name__}: {err})") from None
-    return torch.from_numpy(array.copy()).reshape(*array.shape[:2], -1).permute(2, 0, 1).contiguous()
 
 
 def load_split(root: Path | str, split: str) -> FileSplit:
