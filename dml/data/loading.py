@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import pyarrow.compute as pc
@@ -32,7 +32,9 @@ from dml.data.decode import decode_file
 from dml.data.manifest import image_root, read_manifest
 from dml.data.stats import load_stats
 from dml.errors import DatasetError
-from dml.samplers.basic import BatchSampler
+
+if TYPE_CHECKING:  # the loader takes any batch sampler; embedding needs none
+    from dml.samplers.basic import BatchSampler
 
 
 class ImageSource(Protocol):
