@@ -29,7 +29,7 @@ def evaluate(params: Params) -> None:
                                  gallery.vectors if separate else None, gallery.labels if separate else None,
                                  cfg=params.eval, index=index, progress=True, log=print)
     protocol = "query vs gallery" if separate else "all vs all (query excluded)"
-    write_json(EVAL_METRICS, {**result.metrics, "protocol": protocol, "queries": len(queries.ids), "gallery": len(gallery.ids)})
+    write_json(EVAL_METRICS, {**result.metrics, "protocol": protocol})
     print(f"{protocol}: {len(queries.ids)} queries, {len(gallery.ids)} gallery items")
     print(", ".join(f"{key} {value:.4f}" for key, value in result.metrics.items() if isinstance(value, float)))
     print("seconds: " + ", ".join(f"{key} {value:.2f}" for key, value in result.seconds.items()))
