@@ -23,6 +23,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from dml.losses.config import LossSection
 from dml.miners.config import MinerSection
+from dml.models.config import ModelConfig
 from dml.samplers.config import BatchMatchKnobs, EmbeddedSamplerKnobs, SamplerSection
 from dml.schema import Section
 
@@ -47,22 +48,6 @@ class PreprocessConfig(Section):
 
     image_size: int = Field(32, ge=8, le=512, description="square side the images are resized to")
     channels: Literal[1, 3] = 1
-
-
-class ModelConfig(Section):
-    name: Literal["small_cnn", "resnet50"] = "small_cnn"
-    embed_dim: int = Field(128, ge=2)
-    pretrained: bool = Field(False, description="load ImageNet weights from the local torch cache (resnet50)")
-    freeze_bn: bool = Field(False, description="keep every BatchNorm layer in eval mode during training")
-    normalize: bool | Literal["auto"] = Field(
-        "auto", description="L2-normalise the embedding; auto = what the loss runs on (resolved when parsed)"
-    )
-
-    @model_validator(mode="after")
-    def _pretrained_needs_weights(self) -> ModelConfig:
-        if self.pretrained and self.name == "small_cnn":
-            raise ValueError("model.pretrained: small_cnn has no pretrained weights; set it to false")
-        return self
 
 
 class OptimConfig(Section):
