@@ -75,7 +75,7 @@ def _imported_closure(path: Path) -> set[str]:
 # change results (params values are tracked through `params`; the per-method knob models are
 # schema too), and tracking for train (its live curves are not an output). configure and train,
 # whose outputs the schema shapes, declare the schema modules they use.
-SCHEMA_MODULES = {"dml.config", "dml.schema", "dml.losses.config", "dml.miners.config", "dml.samplers.config"}
+SCHEMA_MODULES = {"dml.config", "dml.schema", "dml.losses.config", "dml.miners.config", "dml.samplers.config", "dml.models.config"}
 UNDECLARED_OK = SCHEMA_MODULES | {"dml.paths", "dml.io", "dml.errors", "dml.tracking"}
 # Per stage: train searches neighbours only for the per-epoch test Recall@1 monitoring curve,
 # which never feeds back into the model, so editing the search code must not retrain.
