@@ -279,14 +279,17 @@ def test_missing_weights_is_one_line_naming_file_and_url(name, tmp_path, monkeyp
 
 def test_caffe_layout_bninception_file_loads(official, tmp_path):
     """Reference: the layout of old copies of the Caffe port: BN tensors as (1, C) and no
-    num_batches_tracked (pre-0.4 PyTorch): they load strictly to the same network."""
+    num_batches_tracked (pre-0.4 PyTorch): they load strictly to the same network. The file has
+    no hash in its name: loaded unchecked, its SHA-256 recorded (hashlib of the bytes)."""
     source, path, _ = official["bninception"]
     state = torch.load(path, weights_only=True)
     caffe = {k: (v.unsqueeze(0) if k.rsplit(".", 1)[0].endswith("_bn") else v) for k, v in state.items()
              if not k.endswith("num_batches_tracked")}
     assert caffe["conv1_7x7_s2_bn.running_var"].shape == (1, 64)
-    caffe_path, _ = _save_hash_named(caffe, tmp_path, "bn_inception")
+    caffe_path = tmp_path / "bninception_caffe_layout.pth"
+    torch.save(caffe, caffe_path)
     model = build_model(_cfg("bninception", pretrained=True, weights=str(caffe_path)), 3, MEAN3, STD3).eval()
+    assert model.weights_sha256 == hashlib.sha256(caffe_path.read_bytes()).hexdigest()
     x = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(model.features(x), source(x), rtol=0, atol=0)

@@ -19,8 +19,9 @@ import torch
 
 from dml.errors import DatasetError
 
-# torch.hub's check_hash reads the prefix between the last '-' and the first '.'; at least eight
-# hex digits here, so a name like "resnet-bad.pth" is not taken for a hash.
+# torch.hub's HASH_REGEX (hex digits between a '-' and a '.'), with at least eight digits here, so
+# a name like "resnet-bad.pth" is not taken for a hash. A name without one is loaded unchecked
+# (model.weights may name any file); its SHA-256 is recorded in the model either way.
 HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,})\.")
 
 
