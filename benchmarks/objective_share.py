@@ -26,20 +26,22 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dml.config import parse_params  # noqa: E402
-from dml.data.arrays import SplitArrays, Stats  # noqa: E402
+from dml.data.loading import ArraySplit  # noqa: E402
+from dml.data.stats import Stats  # noqa: E402
 from dml.losses.config import LossSection  # noqa: E402
-from dml.training import build_training, random_shift, seed_epoch, train  # noqa: E402
+from dml.training import build_training, seed_epoch, train  # noqa: E402
 
 
-def synthetic_data(classes: int = 281, per_class: int = 40, size: int = 32) -> tuple[SplitArrays, Stats]:
+def synthetic_data(classes: int = 281, per_class: int = 40, size: int = 32) -> tuple[ArraySplit, Stats]:
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(classes), per_class)
     images = rng.integers(0, 256, (len(labels), 1, size, size), dtype=np.uint8)
-    return SplitArrays(images, labels, np.arange(len(labels))), Stats([128.0], [64.0], 1, size, "random")
+    return ArraySplit(images, labels, np.arange(len(labels))), Stats([128.0], [64.0], 1, "random")
 
 
-def glyph_data_or_synthetic() -> tuple[SplitArrays, Stats]:
-    from dml.data.arrays import load_split, load_stats
+def glyph_data_or_synthetic() -> tuple[ArraySplit, Stats]:
+    from dml.data.loading import load_split
+    from dml.data.stats import load_stats
     from dml.paths import PREPROCESSED
 
     if (ROOT / PREPROCESSED / "stats.json").is_file():
@@ -47,7 +49,7 @@ def glyph_data_or_synthetic() -> tuple[SplitArrays, Stats]:
     return synthetic_data()
 
 
-def epoch_seconds(loss: str, split: SplitArrays, stats: Stats) -> float:
+def epoch_seconds(loss: str, split: ArraySplit, stats: Stats) -> float:
     params = parse_params({"loss": {"name": loss}, "miner": {"name": "auto"},
                            "train": {"epochs": 1, "track_test_recall": False, "spectrum_every": 0}})
     started = time.perf_counter()
@@ -55,16 +57,16 @@ def epoch_seconds(loss: str, split: SplitArrays, stats: Stats) -> float:
     return time.perf_counter() - started
 
 
-def measure(loss: str, split: SplitArrays, stats: Stats, repeats: int) -> tuple[float, float, str]:
+def measure(loss: str, split: ArraySplit, stats: Stats, repeats: int) -> tuple[float, float, str]:
     params = parse_params({"loss": {"name": loss}, "miner": {"name": "auto"}, "train": {"epochs": 1}})
     setup = build_training(params, split, stats)
-    rng, augment = seed_epoch(setup, 0, 0)
-    batches = setup.sampler.epoch(rng)
+    seed_epoch(setup, 0, 0)
+    batches = iter(setup.loader)
     model, criterion, miner, optimizer = setup.model.train(), setup.criterion, setup.miner, setup.optimizer
     step_times, objective_times = [], []
     for i in range(repeats + 3):
-        index = torch.from_numpy(next(batches))
-        images, labels = random_shift(setup.images[index], 2, augment), setup.labels[index]
+        images, index = next(batches)
+        labels = setup.labels[index]
         # the whole step
         started = time.perf_counter()
         embeddings = model(images)

@@ -2,7 +2,7 @@
 on the default glyph data, one seed, evaluated as the pipeline does (embed -> evaluate ->
 spectrum on the unseen test classes).
 
-Runs the library functions the stages call (``train``, ``embed_arrays``,
+Runs the library functions the stages call (``train``, ``embed_source``,
 ``evaluate_embeddings``, ``spectral_decay``/``embedding_density``) in one process per loss, so a
 loss that crashes does not take the table with it. Each finished loss is stored as
 ``benchmarks/results/zoo/<loss>.json``; a rerun skips what is stored (``--force`` redoes it).
@@ -64,12 +64,12 @@ def run_one(params: Params) -> dict:
     """Train, embed the test split and score it exactly as the stages do."""
     import numpy as np
 
-    from dml.data.arrays import load_split, load_stats
+    from dml.data.loading import load_split
+    from dml.data.stats import load_stats
     from dml.evaluation import evaluate_embeddings
-    from dml.inference import embed_arrays
     from dml.metrics.embedding_space import embedding_density, spectral_decay
     from dml.paths import PREPROCESSED
-    from dml.training import train
+    from dml.training import embed_pass, train
 
     stats = load_stats(ROOT / PREPROCESSED)
     train_split = load_split(ROOT / PREPROCESSED, "train")
@@ -77,7 +77,7 @@ def run_one(params: Params) -> dict:
     started = time.perf_counter()
     result = train(params, train_split, stats, progress=False)
     seconds = time.perf_counter() - started
-    vectors = embed_arrays(result.model, test.images, params.embed.batch_size)
+    vectors = embed_pass(result.model, test, params)
     metrics = evaluate_embeddings(vectors, test.labels, cfg=params.eval).metrics
     density = embedding_density(vectors, test.labels)
     losses = [record.loss for record in result.curve]
@@ -101,16 +101,16 @@ def run_one(params: Params) -> dict:
 
 def untrained_recall_at_1(params: Params) -> float:
     """R@1 of the network as initialised (seeded as training seeds it), for scale."""
-    from dml.data.arrays import load_split, load_stats
+    from dml.data.loading import load_split
+    from dml.data.stats import load_stats
     from dml.evaluation import evaluate_embeddings
-    from dml.inference import embed_arrays
     from dml.paths import PREPROCESSED
-    from dml.training import build_training
+    from dml.training import build_training, embed_pass
 
     stats = load_stats(ROOT / PREPROCESSED)
     setup = build_training(params, load_split(ROOT / PREPROCESSED, "train"), stats)
     test = load_split(ROOT / PREPROCESSED, "test")
-    vectors = embed_arrays(setup.model, test.images, params.embed.batch_size)
+    vectors = embed_pass(setup.model, test, params)
     return evaluate_embeddings(vectors, test.labels, cfg=params.eval.model_copy(update={"clustering": False})).metrics["recall_at_1"]
 
 

@@ -34,12 +34,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dml.config import Params, load_params  # noqa: E402
-from dml.data.arrays import SplitArrays, Stats, load_split, load_stats  # noqa: E402
+from dml.data.loading import ArraySplit, load_split  # noqa: E402
+from dml.data.stats import Stats, load_stats  # noqa: E402
 from dml.paths import PREPROCESSED  # noqa: E402
 from dml.samplers.config import SamplerSection  # noqa: E402
 from dml.samplers.registry import EMBEDDED_SAMPLERS, build_sampler  # noqa: E402
 from dml.samplers.storage import EmbeddingStorage  # noqa: E402
-from dml.training import build_training, train  # noqa: E402
+from dml.training import build_training, embed_pass, train  # noqa: E402
 
 SOP_IMAGES, SOP_CLASSES, SOP_DIM, SOP_BATCH = 59_551, 11_318, 128, 112
 
@@ -63,7 +64,7 @@ def selection_cost(name: str, batches: int, device: torch.device) -> float:
     return 1e3 * statistics.median(times)
 
 
-def load_data(quick: bool) -> tuple[SplitArrays, Stats]:
+def load_data(quick: bool) -> tuple[ArraySplit, Stats]:
     if (ROOT / PREPROCESSED / "stats.json").is_file():
         split, stats = load_split(ROOT / PREPROCESSED, "train"), load_stats(ROOT / PREPROCESSED)
     else:
@@ -71,10 +72,10 @@ def load_data(quick: bool) -> tuple[SplitArrays, Stats]:
         rng = np.random.default_rng(0)
         labels = np.repeat(np.arange(281), 40)
         images = rng.integers(0, 256, (len(labels), 1, 32, 32), dtype=np.uint8)
-        split, stats = SplitArrays(images, labels, np.arange(len(labels))), Stats([128.0], [64.0], 1, 32, "random")
+        split, stats = ArraySplit(images, labels, np.arange(len(labels))), Stats([128.0], [64.0], 1, "random")
     if quick:
         keep = np.isin(split.labels, np.unique(split.labels)[:40])
-        split = SplitArrays(np.asarray(split.images)[keep], split.labels[keep], split.ids[keep])
+        split = ArraySplit(np.asarray(split.images)[keep], split.labels[keep], split.ids[keep])
     return split, stats
 
 
@@ -85,15 +86,15 @@ def with_sampler(base: Params, name: str, threads: int) -> Params:
     return Params.model_validate(raw)
 
 
-def epoch_seconds(params: Params, split: SplitArrays, stats: Stats) -> float:
+def epoch_seconds(params: Params, split: ArraySplit, stats: Stats) -> float:
     """One epoch of the train stage's loop; for an embedded sampler it includes the initial pass."""
     return train(params, split, stats, progress=False).curve[0].seconds
 
 
-def storage_pass_seconds(params: Params, split: SplitArrays, stats: Stats) -> float:
+def storage_pass_seconds(params: Params, split: ArraySplit, stats: Stats) -> float:
     setup = build_training(params, split, stats)
     started = time.perf_counter()
-    setup.storage.refresh(setup.model, setup.images.numpy())
+    setup.storage.refresh(torch.from_numpy(embed_pass(setup.model, split, params)))
     return time.perf_counter() - started
 
 

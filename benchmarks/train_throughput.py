@@ -26,34 +26,34 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dml.config import Params, load_params  # noqa: E402
-from dml.data.arrays import SplitArrays, Stats, load_split, load_stats  # noqa: E402
+from dml.data.loading import ArraySplit, load_split  # noqa: E402
+from dml.data.stats import Stats, load_stats  # noqa: E402
 from dml.paths import PREPROCESSED  # noqa: E402
-from dml.training import build_training, random_shift, seed_epoch, train  # noqa: E402
+from dml.training import build_training, seed_epoch, train  # noqa: E402
 
 
-def load_data(params: Params) -> tuple[SplitArrays, Stats]:
+def load_data(params: Params) -> tuple[ArraySplit, Stats]:
     if (ROOT / PREPROCESSED / "stats.json").is_file():
         return load_split(ROOT / PREPROCESSED, "train"), load_stats(ROOT / PREPROCESSED)
     print("no preprocessed data (run `dvc repro`): using random images of the default shape")
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(224), 40)
     images = rng.integers(0, 256, (len(labels), 1, 32, 32), dtype=np.uint8)
-    return SplitArrays(images, labels, np.arange(len(labels))), Stats([128.0], [64.0], 1, 32, "random")
+    return ArraySplit(images, labels, np.arange(len(labels))), Stats([128.0], [64.0], 1, "random")
 
 
-def bare_loop(params: Params, split: SplitArrays, stats: Stats) -> float:
+def bare_loop(params: Params, split: ArraySplit, stats: Stats) -> float:
     """The minimum a PyTorch user would write for the same training; returns seconds."""
     cfg = params.train
     setup = build_training(params, split, stats)
     model, criterion, miner, optimizer = setup.model, setup.criterion, setup.miner, setup.optimizer
-    images, labels = setup.images, setup.labels
+    labels = setup.labels
     model.train()
     started = time.perf_counter()
     for epoch in range(cfg.epochs):
-        rng, augment = seed_epoch(setup, cfg.seed, epoch)
-        for batch in setup.sampler.epoch(rng):
-            index = torch.from_numpy(batch)
-            embeddings = model(random_shift(images[index], cfg.shift_augment, augment))
+        seed_epoch(setup, cfg.seed, epoch)
+        for images, index in setup.loader:
+            embeddings = model(images)
             loss = criterion(embeddings, labels[index], miner(embeddings, labels[index]))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -61,7 +61,7 @@ def bare_loop(params: Params, split: SplitArrays, stats: Stats) -> float:
     return time.perf_counter() - started
 
 
-def stage_loop(params: Params, split: SplitArrays, stats: Stats) -> float:
+def stage_loop(params: Params, split: ArraySplit, stats: Stats) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         train(params, split, stats, checkpoint=Path(tmp) / "ckpt.pt", progress=True)

@@ -44,10 +44,18 @@ class DataConfig(Section):
 
 
 class PreprocessConfig(Section):
-    """Turn prepared images into per-split arrays for fast loading (stage ``preprocess``)."""
+    """Stage ``preprocess``: the decode mode, an optional resize cache of the prepared images
+    (real datasets' full-size JPEGs decode slowly; a downscaled copy keeps training I/O-light),
+    and the train split's channel statistics (see dml/data/preprocess.py)."""
 
-    image_size: int = Field(32, ge=8, le=512, description="square side the images are resized to")
-    channels: Literal[1, 3] = 1
+    channels: Literal[1, 3] = Field(1, description="decode mode: 1 = grayscale, 3 = RGB")
+    resize: int | None = Field(
+        None, ge=8, le=4096,
+        description="shorter side (pixels) of the cached copies, aspect ratio kept, never upscaled; null = no cache",
+    )
+    format: Literal["jpeg", "png", "webp"] = Field("jpeg", description="cache file format (png: lossless)")
+    quality: int = Field(95, ge=1, le=100, description="jpeg / webp quality of the cache")
+    workers: int = Field(2, ge=1, le=64, description="decode/resize/encode threads; the output does not depend on it")
 
 
 class OptimConfig(Section):
@@ -61,10 +69,49 @@ class TrainConfig(Section):
     batch_size: int = Field(112, ge=4)
     seed: int = Field(0, ge=0)
     num_threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = torch's default")
-    shift_augment: int = Field(2, ge=0, description="random translation in pixels applied to training batches")
-    track_test_recall: bool = Field(True, description="log test Recall@1 after every epoch (monitoring only)")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available, else cpu")
+    amp: Literal["off", "bf16", "fp16"] = Field("off", description="mixed precision of the forward pass (cuda only)")
+    track_test_recall: bool = Field(True, description="log test Recall@1 after every epoch (monitoring only, selects nothing)")
+    selection: Literal["auto", "last", "val"] = Field(
+        "auto", description="which epoch's weights are the model: val = best validation Recall@1 (needs data.val_classes > 0), "
+        "last = the final epoch, auto = val when there is a validation split, else last"
+    )
     spectrum_every: int = Field(2, ge=0, description="every N epochs, rho / pi_ratio / top singular values of training embeddings; 0 = off")
     spectrum_sample: int = Field(512, ge=16, description="training images (a fixed seeded sample) the spectrum is computed on")
+
+
+class TransformsConfig(Section):
+    """Image geometry and augmentation (torchvision transforms.v2; see dml/data/loading.py).
+    Pixel normalisation is the model's: the backbone's constants when pretrained, else the
+    dataset statistics of the preprocess stage."""
+
+    train: Literal["random_resized_crop", "shift"] = Field(
+        "shift", description="random_resized_crop (the paper, real images) | shift (eval geometry + translation)"
+    )
+    size: int = Field(32, ge=8, description="model input side (224 in the paper)")
+    resize: int = Field(32, ge=8, description="eval: Resize(shorter side) then CenterCrop(size) (256 in the paper)")
+    crop_scale: tuple[float, float] = Field((0.08, 1.0), description="random_resized_crop: area fraction range")
+    crop_ratio: tuple[float, float] = Field((0.75, 4 / 3), description="random_resized_crop: aspect ratio range")
+    shift: int = Field(2, ge=0, description="shift: translation in pixels, edges replicated")
+    hflip: bool = Field(False, description="random horizontal flip (the paper: true; not for glyphs, mirrored letters differ)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TransformsConfig:
+        if self.resize < self.size:
+            raise ValueError(f"transforms.resize: {self.resize} is smaller than transforms.size={self.size} (CenterCrop would pad)")
+        for key in ("crop_scale", "crop_ratio"):
+            low, high = getattr(self, key)
+            if not 0 < low <= high:
+                raise ValueError(f"transforms.{key}: needs 0 < low <= high, got {(low, high)}")
+        return self
+
+
+class LoaderConfig(Section):
+    """How images are loaded, not what is learned: results are identical for any setting (see
+    dml/data/loading.py), so no stage declares this section and changing it reruns nothing."""
+
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes; 0 = decode in the training process")
+    prefetch_factor: int = Field(2, ge=1, description="batches each worker loads ahead")
 
 
 class EmbedConfig(Section):
@@ -150,7 +197,7 @@ class TrackingConfig(Section):
     log_model: bool = True
 
 
-TRAINING_SECTIONS = ("model", "loss", "miner", "sampler", "optim", "train")
+TRAINING_SECTIONS = ("model", "loss", "miner", "sampler", "optim", "train", "transforms")
 METHOD_SECTIONS = ("loss", "miner", "sampler")  # a name plus one knob model per method
 TUPLE_WORDS = {"triplets": "triplets", "npair": "N-pair sets", "lifted": "lifted-structure sets"}
 
@@ -174,6 +221,8 @@ class Params(Section):
     sampler: SamplerSection = SamplerSection()
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
+    transforms: TransformsConfig = TransformsConfig()
+    loader: LoaderConfig = LoaderConfig()
     embed: EmbedConfig = EmbedConfig()
     index: IndexConfig = IndexConfig()
     eval: EvalConfig = EvalConfig()
@@ -233,6 +282,10 @@ class Params(Section):
             if knobs.pool_size < needed:
                 raise ValueError(f"sampler.{name}.pool_size: {knobs.pool_size} cannot hold a batch's {needed} {what} "
                                  f"(train.batch_size={batch_size}, samples_per_class={knobs.samples_per_class})")
+            ahead = self.loader.num_workers * self.loader.prefetch_factor
+            if self.loader.num_workers and knobs.delay < ahead:
+                raise ValueError(f"sampler.{name}.delay: {knobs.delay} is below the {ahead} batches the loader chooses ahead "
+                                 f"(loader.num_workers x loader.prefetch_factor); set delay >= {ahead} or loader.num_workers: 0")
         return self
 
     @model_validator(mode="after")

@@ -29,6 +29,7 @@ import pyarrow as pa
 from PIL import Image
 
 from dml.data.images import open_converted
+from dml.data.manifest import image_root
 from dml.embeddings import EmbeddingTable
 from dml.errors import DatasetError
 from dml.indexing import FAISS_METRICS, self_excluded
@@ -233,7 +234,7 @@ class Catalogue:
         ids = [int(i) for i in manifest.column("id").to_pylist()]
         paths = manifest.column("path").to_pylist()
         return cls(
-            root=Path(root),
+            root=image_root(manifest, Path(root)),
             paths=paths,
             labels=manifest.column("label").to_pylist(),
             class_names=manifest.column("class_name").to_pylist(),

@@ -1,4 +1,4 @@
-"""Running a trained model: images in, L2-normalised embeddings out."""
+"""Running a trained model over a split: images in, embeddings out (eval transforms, no grad)."""
 
 from __future__ import annotations
 
@@ -6,18 +6,35 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from dml.config import TransformsConfig
+from dml.data.loading import ImageSource, eval_loader
+from dml.device import autocast
 from dml.models import EmbeddingModel
 
 
 @torch.no_grad()
-def embed_arrays(model: EmbeddingModel, images: np.ndarray, batch_size: int = 512, progress: bool = False) -> np.ndarray:
-    """Embeddings (float32, N x D) of uint8 images, model in eval mode."""
+def embed_source(
+    model: EmbeddingModel,
+    source: ImageSource,
+    transforms: TransformsConfig,
+    batch_size: int = 512,
+    device: torch.device | None = None,
+    num_workers: int = 0,
+    amp: str = "off",
+    progress: bool = False,
+) -> np.ndarray:
+    """Embeddings (float32, N x D, in the source's order) with the model in eval mode on
+    ``device`` (default: where the model is)."""
+    device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
     chunks = []
-    starts = range(0, len(images), batch_size)
-    for start in tqdm(starts, desc="embed", unit="batch", disable=not progress, leave=False):
-        batch = torch.from_numpy(np.array(images[start : start + batch_size]))  # copy: memmaps are read-only
-        chunks.append(model(batch).numpy())
+    loader = eval_loader(source, transforms, batch_size, device, num_workers)
+    for images, _ in tqdm(loader, desc="embed", unit="batch", disable=not progress, leave=False):
+        images = images.to(device, non_blocking=True)
+        if device.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp):
+            chunks.append(model(images).float().cpu().numpy())
     model.train(was_training)
     return np.concatenate(chunks).astype(np.float32, copy=False)

@@ -27,3 +27,10 @@ REPORT = Path("metrics/report.json")
 
 def embeddings_file(split: str) -> Path:
     return EMBEDDINGS / f"{split}.parquet"
+
+
+def retrieval_splits(embeddings: Path = EMBEDDINGS) -> tuple[str, str]:
+    """(query split, gallery split) of the evaluation protocol: ("query", "gallery") for datasets
+    that have them (In-Shop: queries searched against the gallery), else ("test", "test") (every
+    test image queries all the others)."""
+    return ("query", "gallery") if (embeddings / "gallery.parquet").is_file() else ("test", "test")

@@ -1,10 +1,10 @@
 """Query the built index with image files.
 
 ``python -m dml.query IMAGE [IMAGE ...] --k 10 [--png out.png] [--root .]`` embeds the images
-with the trained model (``models/model.pt``), preprocessed exactly as the pipeline preprocessed
-the test images (:func:`dml.data.images.load_image` with the image size and channels the model
-was trained on), searches ``index/test.faiss`` and prints the nearest gallery items (id, label,
-class name, path, distance) from ``embeddings/test.parquet`` and the manifest. ``--png`` draws
+with the trained model (``models/model.pt``), decoded and transformed exactly as the embed stage
+treated the test images (the channels and eval transforms the model was trained with), searches
+``index/test.faiss`` and prints the nearest gallery items (id, label, class name, path,
+distance) from the gallery embeddings and the manifest. ``--png`` draws
 the results as a retrieval gallery (borders green/red when the query is a dataset image, whose
 class is then known; grey otherwise). Missing pipeline outputs and unreadable images are one
 line on stderr and exit code 1.
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dml.data.arrays import Stats
-from dml.data.images import load_image
+from dml.config import TransformsConfig
 from dml.data.manifest import read_manifest
+from dml.data.stats import Stats
 from dml.embeddings import EmbeddingTable, read_embeddings
 from dml.errors import DatasetError
 from dml.gallery import (
@@ -40,7 +40,7 @@ from dml.gallery import (
 )
 from dml.indexing import metric_name, read_index
 from dml.io import atomic_file, read_json
-from dml.paths import INDEX_FILE, INDEX_META, MODEL, PREPARED, TRAIN_CONFIG, embeddings_file
+from dml.paths import INDEX_FILE, INDEX_META, MODEL, PREPARED, TRAIN_CONFIG, embeddings_file, retrieval_splits
 
 
 @dataclass(frozen=True)
@@ -55,20 +55,26 @@ class Searcher:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        self.table: EmbeddingTable = read_embeddings(self.root / embeddings_file("test"))
-        self.index = read_index(self.root / INDEX_FILE, len(self.table.ids), self.root / embeddings_file("test"))
+        gallery = self.root / embeddings_file(retrieval_splits(self.root / embeddings_file("test").parent)[1])
+        self.table: EmbeddingTable = read_embeddings(gallery)
+        self.index = read_index(self.root / INDEX_FILE, len(self.table.ids), gallery)
         self.metric = metric_name(self.index)
         self.catalogue = Catalogue.from_manifest(read_manifest(self.root / PREPARED, check_files=False), self.root / PREPARED)
-        self.model, self.stats = load_trained(self.root / MODEL)
+        self.model, self.stats, self.transforms = load_trained(self.root / MODEL)
         if self.model.head.out_features != self.index.d:
             raise DatasetError(f"{self.root / MODEL}: the model embeds into {self.model.head.out_features} dimensions, "
                                f"{self.root / INDEX_FILE} holds {self.index.d}-d vectors (rerun embed and index)")
 
     def query(self, images: Sequence[Path], k: int) -> QueryResult:
-        from dml.inference import embed_arrays
+        from dml.data.loading import FileSplit
+        from dml.inference import embed_source
 
-        arrays = np.stack([load_image(path, self.stats.image_size, self.stats.channels) for path in images])
-        vectors = embed_arrays(self.model, arrays)
+        for path in images:
+            if not Path(path).is_file():
+                raise DatasetError(f"{path}: no such image file")
+        files = FileSplit(Path("."), np.array([str(p).encode() for p in images], dtype=np.bytes_),
+                          np.full(len(images), -1), np.arange(len(images)), self.stats.channels)
+        vectors = embed_source(self.model, files, self.transforms)
         neighbours = nearest(index_distance_searcher(self.index), vectors, min(k, self.index.ntotal), self.metric)
         return QueryResult([Path(p) for p in images], neighbours, self.metric)
 
@@ -77,9 +83,9 @@ class Searcher:
 
 
 def load_trained(path: Path):
-    """The model and the data statistics it was trained with (image size and channels: what
-    the preprocess stage fed it). The checkpoint is read by :func:`load_model` for the network
-    and once more here for the statistics it stores beside the weights."""
+    """The model, the data statistics (channels: the decode mode) and the transforms it was
+    trained with. The checkpoint is read by :func:`load_model` for the network and once more
+    here for the records it stores beside the weights."""
     import torch
 
     from dml.models.checkpoint import load_model
@@ -87,11 +93,13 @@ def load_trained(path: Path):
     if not path.is_file():
         raise DatasetError(f"{path}: trained model missing (run the train stage)")
     try:
-        stats = Stats(**torch.load(path, map_location="cpu", weights_only=True)["stats"])
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        stats = Stats(**saved["stats"])
+        transforms = TransformsConfig(**saved["training_config"]["transforms"])
         model = load_model(path)
     except Exception as err:  # noqa: BLE001 - any failure to unpickle/rebuild is one message
         raise DatasetError(f"{path}: unreadable model file ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
-    return model, stats
+    return model, stats, transforms
 
 
 def format_results(result: QueryResult, searcher: Searcher) -> str:

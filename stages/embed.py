@@ -1,12 +1,14 @@
-"""Stage embed: export train and test embeddings of the trained model as Parquet."""
+"""Stage embed: export the embeddings of every split the manifest has (train, val, and test or
+query + gallery) as Parquet, on the training device."""
 
 from __future__ import annotations
 
 from dml.config import Params
-from dml.data.arrays import load_split
-from dml.data.manifest import SPLITS
+from dml.data.loading import load_split
+from dml.data.manifest import SPLITS, read_manifest
+from dml.device import resolve_device
 from dml.embeddings import EmbeddingTable, write_embeddings
-from dml.inference import embed_arrays
+from dml.inference import embed_source
 from dml.io import atomic_dir
 from dml.models.checkpoint import load_model
 from dml.paths import EMBEDDINGS, MODEL, PREPROCESSED
@@ -14,12 +16,15 @@ from stages._common import run_stage
 
 
 def embed(params: Params) -> None:
-    model = load_model(MODEL)
+    device = resolve_device(params.train.device)
+    model = load_model(MODEL).to(device)
+    present = set(read_manifest(PREPROCESSED, check_files=False).column("split").to_pylist())
     with atomic_dir(EMBEDDINGS) as root:
-        for split in SPLITS:
-            arrays = load_split(PREPROCESSED, split)
-            vectors = embed_arrays(model, arrays.images, params.embed.batch_size, progress=True)
-            write_embeddings(root / f"{split}.parquet", EmbeddingTable(arrays.ids, arrays.labels, vectors))
+        for split in (s for s in SPLITS if s in present):
+            source = load_split(PREPROCESSED, split)
+            vectors = embed_source(model, source, params.transforms, params.embed.batch_size, device,
+                                   params.loader.num_workers, params.train.amp, progress=True)
+            write_embeddings(root / f"{split}.parquet", EmbeddingTable(source.ids, source.labels, vectors))
             print(f"{split}: {vectors.shape[0]} x {vectors.shape[1]} embeddings")
 
 

@@ -17,21 +17,25 @@ from dml.gallery import (
 )
 from dml.indexing import metric_name, read_index
 from dml.io import atomic_file, read_json
-from dml.paths import GALLERY_PNG, INDEX_FILE, INDEX_META, PREPARED, TRAIN_CONFIG, embeddings_file
+from dml.paths import GALLERY_PNG, INDEX_FILE, INDEX_META, PREPARED, TRAIN_CONFIG, embeddings_file, retrieval_splits
 from stages._common import run_stage
 
 
 def gallery(params: Params) -> None:
     cfg = params.gallery
-    table = read_embeddings(embeddings_file("test"))
-    index = read_index(INDEX_FILE, len(table.ids), embeddings_file("test"))
+    query_split, gallery_split = retrieval_splits()
+    table = read_embeddings(embeddings_file(query_split))
+    gallery_table = read_embeddings(embeddings_file(gallery_split)) if gallery_split != query_split else None
+    reference = gallery_table or table
+    index = read_index(INDEX_FILE, len(reference.ids), embeddings_file(gallery_split))
     metric = metric_name(index)
-    search = index_distance_searcher(index) if cfg.search == "index" else exact_distance_searcher(table.vectors, metric)
+    search = index_distance_searcher(index) if cfg.search == "index" else exact_distance_searcher(reference.vectors, metric)
     catalogue = Catalogue.from_manifest(read_manifest(PREPARED, check_files=False), PREPARED)
-    selection = select_gallery(table, search, metric, k=cfg.k, sample=cfg.queries, worst=cfg.worst, seed=cfg.seed)
+    selection = select_gallery(table, search, metric, k=cfg.k, sample=cfg.queries, worst=cfg.worst, seed=cfg.seed, gallery=gallery_table)
     title = summary_lines(selection, table.labels, read_json(TRAIN_CONFIG), read_json(INDEX_META), cfg.seed, metric)
+    gallery_ids = gallery_table.ids if gallery_table is not None else None
     with atomic_file(GALLERY_PNG) as tmp:
-        draw_gallery(selection_rows(selection, catalogue, table.ids), tmp, title, cfg.thumb_px)
+        draw_gallery(selection_rows(selection, catalogue, table.ids, gallery_ids), tmp, title, cfg.thumb_px)
     print("\n".join(title))
 
 

@@ -1,4 +1,5 @@
-"""Stage index: build the FAISS index over the test embeddings (the retrieval gallery) and record
+"""Stage index: build the FAISS index over the gallery embeddings (the test split, or the gallery
+split of a query/gallery dataset) and record
 its build and search statistics in index/meta.json."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dml.config import IndexConfig, Params
 from dml.embeddings import read_embeddings
 from dml.indexing import build_index, exact_searcher, factory_string, index_searcher, search_parameters
 from dml.io import atomic_dir, write_json
-from dml.paths import INDEX, INDEX_FILE, INDEX_META, embeddings_file
+from dml.paths import INDEX, INDEX_FILE, INDEX_META, embeddings_file, retrieval_splits
 from stages._common import run_stage
 
 TIMING_QUERIES = 1000  # queries timed against the index and against brute force
@@ -41,7 +42,8 @@ def search_stats(index: faiss.Index, vectors: np.ndarray, cfg: IndexConfig) -> d
 
 def index_stage(params: Params) -> None:
     cfg = params.index
-    table = read_embeddings(embeddings_file("test"))
+    gallery_split = retrieval_splits()[1]
+    table = read_embeddings(embeddings_file(gallery_split))
     started = time.perf_counter()
     index = build_index(table.vectors, cfg)
     build_seconds = time.perf_counter() - started
@@ -58,10 +60,10 @@ def index_stage(params: Params) -> None:
             "build_seconds": round(build_seconds, 4),
             "threads": faiss.omp_get_max_threads(),
             **search_stats(index, table.vectors, cfg),
-            "source": str(embeddings_file("test")),
+            "source": embeddings_file(gallery_split).as_posix(),
         }
         write_json(root / INDEX_META.name, meta)
-    print(f"{meta['factory']} index ({cfg.metric}) over {index.ntotal} x {index.d} test embeddings: "
+    print(f"{meta['factory']} index ({cfg.metric}) over {index.ntotal} x {index.d} {gallery_split} embeddings: "
           f"built in {build_seconds:.2f} s, {meta['bytes'] / 2**20:.1f} MiB, "
           f"{meta['search_ms_per_query']} ms/query ({meta['speedup_vs_exact']}x exact)")
 

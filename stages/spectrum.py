@@ -19,13 +19,14 @@ from dml.metrics.embedding_space import (  # noqa: E402
     singular_values,
     spectral_decay,
 )
-from dml.paths import SPECTRUM_CSV, SPECTRUM_METRICS, SPECTRUM_PNG, embeddings_file  # noqa: E402
+from dml.paths import SPECTRUM_CSV, SPECTRUM_METRICS, SPECTRUM_PNG, embeddings_file, retrieval_splits  # noqa: E402
 from stages._common import run_stage  # noqa: E402
 
 
 def spectrum(params: Params) -> None:
     cfg = params.spectrum
-    table = read_embeddings(embeddings_file(cfg.split))
+    split = cfg.split if cfg.split == "train" else retrieval_splits()[1]  # test, or a query/gallery dataset's gallery
+    table = read_embeddings(embeddings_file(split))
     metrics = {("rho" if k == 0 else f"rho_skip{k}"): spectral_decay(table.vectors, k) for k in cfg.skip_largest}
     metrics.update(embedding_density(table.vectors, table.labels))
     s = singular_values(table.vectors)
@@ -40,7 +41,7 @@ def spectrum(params: Params) -> None:
     ax.semilogy(np.arange(1, len(s) + 1), normalised, marker=".", lw=1)
     ax.set_xlabel("singular value rank")
     ax.set_ylabel("normalised singular value")
-    ax.set_title(f"{cfg.split} embedding spectrum: rho={metrics.get('rho', float('nan')):.3f}, pi_ratio={metrics['pi_ratio']:.3f}", fontsize=9)
+    ax.set_title(f"{split} embedding spectrum: rho={metrics.get('rho', float('nan')):.3f}, pi_ratio={metrics['pi_ratio']:.3f}", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     with atomic_file(SPECTRUM_PNG) as tmp:

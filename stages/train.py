@@ -11,8 +11,10 @@ import time
 from dataclasses import asdict, fields
 
 from dml.config import Params
-from dml.data.arrays import load_split, load_stats
 from dml.config import ConfigError
+from dml.data.loading import load_split
+from dml.data.manifest import read_manifest
+from dml.data.stats import load_stats
 from dml.io import atomic_file, read_json, write_json
 from dml.models.checkpoint import save_model
 from dml.paths import (
@@ -47,7 +49,10 @@ def train_stage(params: Params) -> None:
     check_config_is_current(params)
     stats = load_stats(PREPROCESSED)
     train_split = load_split(PREPROCESSED, "train")
-    eval_split = load_split(PREPROCESSED, "test") if params.train.track_test_recall else None
+    present = set(read_manifest(PREPROCESSED, check_files=False).column("split").to_pylist())
+    val_split = load_split(PREPROCESSED, "val") if "val" in present else None
+    # Monitoring only, and only when asked: the test classes never choose anything.
+    test_split = load_split(PREPROCESSED, "test") if params.train.track_test_recall and "test" in present else None
     tracker: TrainingRun | None = None
 
     def on_start(fingerprint: str, attempt: str, restored: list[EpochRecord]) -> None:
@@ -63,7 +68,7 @@ def train_stage(params: Params) -> None:
 
     started = time.perf_counter()
     try:
-        result = train(params, train_split, stats, eval_split=eval_split, checkpoint=CHECKPOINT,
+        result = train(params, train_split, stats, test_split=test_split, val_split=val_split, checkpoint=CHECKPOINT,
                        on_start=on_start, on_epoch=on_epoch, attempt=new_attempt())
     except BaseException as err:
         if tracker is not None:
@@ -81,6 +86,13 @@ def train_stage(params: Params) -> None:
         "epochs": len(result.curve),
         "train_seconds": round(seconds, 2),
         "test_recall_at_1_last_epoch": last.test_recall_at_1,
+        "val_recall_at_1_last_epoch": last.val_recall_at_1,
+        # the model is this epoch's weights: best validation Recall@1, or the last epoch
+        "selected_epoch": result.selected_epoch,
+        "selection": result.selection,
+        # The paper code's practice, reported apart because it is optimistic: the best test R@1
+        # over epochs chooses the epoch on the test classes themselves.
+        "test_recall_at_1_max_over_epochs": max((r.test_recall_at_1 for r in result.curve if r.test_recall_at_1 is not None), default=None),
     })
     write_json(TRAIN_RUN, tracker.reference())
     CHECKPOINT.unlink(missing_ok=True)

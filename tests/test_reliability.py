@@ -150,14 +150,14 @@ def test_malformed_params_give_one_line_and_change_no_output(built, monkeypatch)
 KILL_DURING_FIRST_EPOCH = """
 import os, signal, dml.training as t
 calls = 0
-original = t.random_shift
-def shift(*args, **kwargs):
+original = t.training_step
+def step(*args, **kwargs):
     global calls
     calls += 1
     if calls == 2:
         os.kill(os.getpid(), signal.SIGKILL)
     return original(*args, **kwargs)
-t.random_shift = shift
+t.training_step = step
 """
 KILL_AFTER_CHECKPOINT = """
 import os, signal, dml.tracking as tr

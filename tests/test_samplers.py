@@ -16,9 +16,6 @@ import scipy.stats
 import torch
 from scipy.spatial.distance import cdist, pdist
 
-from dml.config import ModelConfig
-from dml.inference import embed_arrays
-from dml.models import build_model
 from dml.samplers.basic import ClassBalancedSampler, ClassMembers, ClassRandomSampler, FullRandomSampler, RandomSampler
 from dml.samplers.config import (
     D2CoresetKnobs,
@@ -478,22 +475,38 @@ def test_batch_match_sampler_yields_the_cheapest_candidate(name):
 def test_storage_record_refresh_and_state():
     """Reference: by hand: record overwrites the batch's rows (an index twice: its last
     embedding), not at all with update=False; refresh_due before epoch 0 and every k epochs;
-    refresh stores embed_arrays of the images; state_dict round-trips."""
+    refresh replaces every row; state_dict round-trips."""
     storage = EmbeddingStorage(5, 2, torch.device("cpu"), refresh_every=3)
     storage.record(np.array([4, 1, 4]), torch.tensor([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]], requires_grad=True))
+    storage.catch_up(1)  # what batch 1 sees
     assert storage.embeddings.tolist() == [[0, 0], [2, 2], [0, 0], [0, 0], [3, 3]]
     assert not storage.embeddings.requires_grad
     assert [e for e in range(8) if storage.refresh_due(e)] == [0, 3, 6]
     assert [e for e in range(8) if EmbeddingStorage(5, 2, torch.device("cpu")).refresh_due(e)] == [0]
     frozen = EmbeddingStorage(5, 2, torch.device("cpu"), update=False)
     frozen.record(np.array([0]), torch.ones(1, 2))
+    frozen.flush()
     assert frozen.embeddings.abs().sum() == 0
     restored = EmbeddingStorage(5, 2, torch.device("cpu"))
     restored.load_state_dict(storage.state_dict())
     assert torch.equal(restored.embeddings, storage.embeddings)
 
-    model = build_model(ModelConfig(embed_dim=2, normalize=True), 1, [127.5], [60.0])
-    images = np.random.default_rng(0).integers(0, 256, (5, 1, 16, 16), dtype=np.uint8)
-    storage.refresh(model, images)
-    assert torch.equal(storage.embeddings, torch.from_numpy(embed_arrays(model, images)))
-    assert model.training
+    fresh = torch.randn(5, 2)
+    storage.refresh(fresh)
+    assert torch.equal(storage.embeddings, fresh)
+    with pytest.raises(ValueError, match="storage holds"):
+        storage.refresh(torch.zeros(4, 2))
+
+
+def test_storage_delay_shows_batch_t_the_updates_before_t_minus_delay():
+    """Reference: by hand, delay 2: batches 0-2 see the initial storage, batch 3 sees batch 0's
+    update; flush applies everything."""
+    storage = EmbeddingStorage(4, 1, torch.device("cpu"), delay=2)
+    seen = []
+    for step in range(4):
+        storage.catch_up(step)
+        seen.append(storage.embeddings[:, 0].tolist())
+        storage.record(np.array([step]), torch.tensor([[step + 1.0]]))
+    assert seen == [[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [1, 0, 0, 0]]
+    storage.flush()
+    assert storage.embeddings[:, 0].tolist() == [1, 2, 3, 4] and storage.recorded == storage.applied == 0

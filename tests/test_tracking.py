@@ -243,14 +243,16 @@ def test_loopback_server_killed_and_restarted_during_training(store, monkeypatch
     and the outage cost one warning line."""
     import numpy as np
 
-    from dml.data.arrays import SplitArrays, Stats
+    from dml.data.loading import ArraySplit
+    from dml.data.stats import Stats
     from dml.training import train
 
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(8), 8)
-    split = SplitArrays(rng.integers(0, 256, (64, 1, 16, 16), dtype=np.uint8), labels, np.arange(64))
-    stats = Stats([127.5], [60.0], 1, 16, "synthetic")
-    params = parse_params({"model": {"embed_dim": 8}, "train": {"epochs": 5, "batch_size": 32, "num_threads": 1}})
+    split = ArraySplit(rng.integers(0, 256, (64, 1, 16, 16), dtype=np.uint8), labels, np.arange(64))
+    stats = Stats([127.5], [60.0], 1, "synthetic")
+    params = parse_params({"model": {"embed_dim": 8}, "train": {"epochs": 5, "batch_size": 32, "num_threads": 1},
+                           "transforms": {"size": 16, "resize": 16}})
     port = free_port()
     backend, artifacts = store / "server.db", store / "server-artifacts"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")

@@ -8,28 +8,31 @@ import pytest
 import torch
 
 from dml.config import parse_params
-from dml.data.arrays import SplitArrays, Stats
-from dml.training import build_training, random_shift, train
+from dml.data.loading import ArraySplit
+from dml.data.stats import Stats
+from dml.training import build_training, train
 
-STATS = Stats(mean=[127.5], std=[60.0], channels=1, image_size=16, sha256="synthetic")
+STATS = Stats(mean=[127.5], std=[60.0], channels=1, sha256="synthetic")
 
 
-def synthetic_split(classes: int = 12, per_class: int = 8, seed: int = 0) -> SplitArrays:
+def synthetic_split(classes: int = 12, per_class: int = 8, seed: int = 0) -> ArraySplit:
     """Each class is a random prototype image plus noise: a nearest-neighbour task a CNN solves."""
     rng = np.random.default_rng(seed)
     prototypes = rng.integers(0, 256, (classes, 1, 16, 16))
     labels = np.repeat(np.arange(classes), per_class)
     images = np.clip(prototypes[labels] + rng.normal(0, 50, (len(labels), 1, 16, 16)), 0, 255).astype(np.uint8)
-    return SplitArrays(images=images, labels=labels + 100, ids=np.arange(len(labels)))
+    return ArraySplit(images=images, labels=labels + 100, ids=np.arange(len(labels)))
 
 
-def tiny_params(loss: str = "margin", **train):
+def tiny_params(loss: str = "margin", loader: dict | None = None, **train):
     return parse_params(
         {
             "model": {"embed_dim": 16},
             "loss": {"name": loss},
             "sampler": {"class_balanced": {"samples_per_class": 4}},
             "train": {"epochs": 2, "batch_size": 32, "num_threads": 1, **train},
+            "transforms": {"size": 16, "resize": 16},
+            "loader": loader or {},
         }
     )
 
@@ -40,8 +43,8 @@ def state(result):
 
 def test_same_seed_same_weights_and_curve():
     split = synthetic_split()
-    first = train(tiny_params(), split, STATS, eval_split=split, progress=False)
-    second = train(tiny_params(), split, STATS, eval_split=split, progress=False)
+    first = train(tiny_params(), split, STATS, test_split=split, progress=False)
+    second = train(tiny_params(), split, STATS, test_split=split, progress=False)
     for key, value in state(first).items():
         assert torch.equal(value, second.model.state_dict()[key]), key
     assert [r.loss for r in first.curve] == [r.loss for r in second.curve]
@@ -51,8 +54,8 @@ def test_same_seed_same_weights_and_curve():
 
 def test_learns_on_separable_data():
     split = synthetic_split()
-    untrained = train(tiny_params(epochs=1, track_test_recall=False), split, STATS, eval_split=split, progress=False)
-    result = train(tiny_params(epochs=6), split, STATS, eval_split=split, progress=False)
+    untrained = train(tiny_params(epochs=1, track_test_recall=False), split, STATS, test_split=split, progress=False)
+    result = train(tiny_params(epochs=8), split, STATS, test_split=split, progress=False)
     assert result.curve[-1].test_recall_at_1 > 0.9
     assert result.curve[-1].loss < untrained.curve[0].loss
 
@@ -147,31 +150,71 @@ def test_checkpoint_of_other_params_is_not_resumed(tmp_path):
     assert epochs == [1]
 
 
-def test_random_shift_is_a_translation():
-    """Every output image equals the edge-padded input cropped at some offset within +-max_shift."""
-    images = torch.arange(2 * 1 * 5 * 5, dtype=torch.uint8).view(2, 1, 5, 5)
-    shifted = random_shift(images, 1, torch.Generator().manual_seed(0))
-    padded = torch.nn.functional.pad(images.float(), (1, 1, 1, 1), mode="replicate")
-    for b in range(2):
-        crops = [padded[b, :, dy : dy + 5, dx : dx + 5] for dy in range(3) for dx in range(3)]
-        assert any(torch.equal(shifted[b], crop) for crop in crops)
-    assert torch.equal(random_shift(images, 0, torch.Generator()), images.float())
+def test_shift_transform_is_a_translation():
+    """Reference: edge-padding by hand: every augmented image equals the edge-padded input cropped
+    at an offset within +-shift, all 9 offsets occur over 200 seeds, and shift 0 is the identity."""
+    from dml.config import TransformsConfig
+    from dml.data.loading import ArraySplit, ImageDataset, train_transform
+
+    image = torch.arange(64, dtype=torch.uint8).view(1, 8, 8)
+    padded = torch.nn.functional.pad(image[None].float(), (1, 1, 1, 1), mode="replicate")[0].to(torch.uint8)
+    crops = [padded[:, dy : dy + 8, dx : dx + 8] for dy in range(3) for dx in range(3)]
+    dataset = ImageDataset(ArraySplit(image[None].numpy(), np.zeros(1), np.zeros(1)), train_transform(TransformsConfig(size=8, resize=8, shift=1)))
+    seen = set()
+    for seed in range(200):
+        out, index = dataset[(0, seed)]
+        seen.add(next(i for i, crop in enumerate(crops) if torch.equal(out, crop)))
+        assert index == 0 and torch.equal(out, dataset[(0, seed)][0])  # a function of the seed
+    assert seen == set(range(9))
+    still = ImageDataset(ArraySplit(image[None].numpy(), np.zeros(1), np.zeros(1)), train_transform(TransformsConfig(size=8, resize=8, shift=0)))
+    assert torch.equal(still[(0, 3)][0], image)
+
+
+def test_same_training_with_any_number_of_workers():
+    """Reference: the in-process run (0 workers): with 2 worker processes the batches and each
+    image's augmentation are the same, so the weights are bit-identical."""
+    split = synthetic_split()
+    inline = train(tiny_params(epochs=1), split, STATS, progress=False)
+    workers = train(tiny_params(epochs=1, loader={"num_workers": 2}), split, STATS, progress=False)
+    for key, value in state(inline).items():
+        assert torch.equal(value, workers.model.state_dict()[key]), key
+
+
+def test_embedded_sampler_with_workers_matches_in_process_at_the_same_delay():
+    """Reference: the in-process run with the same delay: a loader with 1 worker prefetching 2
+    batches asks for batches ahead of training, and the storage's delay makes the sampler see the
+    same embeddings anyway; a delay below the prefetch is a params error."""
+    sampler = {"name": "greedy_coreset", "greedy_coreset": {"samples_per_class": 4, "pool_size": 16, "delay": 2}}
+    split = synthetic_split()
+
+    def params(workers: int):
+        raw = tiny_params(epochs=1, loader={"num_workers": workers}).model_dump(mode="json")
+        return parse_params({**raw, "sampler": {**raw["sampler"], **sampler}})
+
+    inline = train(params(0), split, STATS, progress=False)
+    workers = train(params(1), split, STATS, progress=False)
+    for key, value in state(inline).items():
+        assert torch.equal(value, workers.model.state_dict()[key]), key
+    with pytest.raises(ValueError, match="sampler.greedy_coreset.delay: 2 is below the 4 batches"):
+        raw = params(0).model_dump(mode="json")
+        parse_params({**raw, "loader": {"num_workers": 2}})
 
 
 def test_spectrum_over_training_on_a_fixed_sample():
     """Reference: spectral_decay / embedding_density / numpy SVD of the final model's embeddings of
     the same fixed sample: with spectrum_every 2 over 3 epochs, epochs 2 and 3 (the last) carry
     the embedding space, epoch 1 none; the sample is the same for every run of the same seed."""
-    from dml.inference import embed_arrays
+    from dml.inference import embed_source
     from dml.metrics.embedding_space import embedding_density, spectral_decay
     from dml.training import spectrum_sample
 
     split = synthetic_split()
-    result = train(tiny_params(epochs=3, spectrum_every=2, spectrum_sample=40), split, STATS, progress=False)
+    params = tiny_params(epochs=3, spectrum_every=2, spectrum_sample=40)
+    result = train(params, split, STATS, progress=False)
     assert [r.train_rho is not None for r in result.curve] == [False, True, True]
     sample = spectrum_sample(split.labels, 40, seed=0)
     assert np.array_equal(sample, spectrum_sample(split.labels, 40, seed=0)) and len(np.unique(sample)) == 40
-    vectors = embed_arrays(result.model, split.images[sample])
+    vectors = embed_source(result.model, split.subset(sample), params.transforms)
     s = np.linalg.svd(vectors.astype(np.float64), compute_uv=False)
     last = result.curve[-1]
     assert last.train_rho == pytest.approx(spectral_decay(vectors, 0), rel=1e-6)
@@ -226,3 +269,35 @@ def test_an_epoch_without_any_tuple_stops_training():
     raw["model"]["normalize"] = "auto"
     with pytest.raises(TrainingError, match=r"^epoch 1: miner.name='distance' found no tuple in any batch"):
         train(parse_params(raw), split, STATS, progress=False)
+
+
+def test_model_is_the_best_validation_epoch_and_survives_a_resume(tmp_path):
+    """Reference: the curve's own validation Recall@1: with a validation split the model is the
+    epoch of the highest val R@1 (the earliest on ties), re-embedding the validation split with
+    it gives that R@1 again, and a run resumed after epoch 1 selects the same epoch and weights.
+    Without a validation split the model is the last epoch; asking for val without one is an error."""
+    from dml.training import quick_recall_at_1
+
+    split, val = synthetic_split(), synthetic_split(classes=6, per_class=6, seed=1)
+    params = tiny_params(epochs=4)
+    result = train(params, split, STATS, val_split=val, progress=False)
+    scores = [r.val_recall_at_1 for r in result.curve]
+    assert result.selection == "val" and result.selected_epoch == 1 + int(np.argmax(scores))
+    assert quick_recall_at_1(result.model, val, params) == scores[result.selected_epoch - 1]
+
+    def interrupt(record):
+        if record.epoch == 1:
+            raise KeyboardInterrupt
+
+    checkpoint = tmp_path / "train.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train(params, split, STATS, val_split=val, checkpoint=checkpoint, on_epoch=interrupt, progress=False)
+    resumed = train(params, split, STATS, val_split=val, checkpoint=checkpoint, progress=False)
+    assert resumed.selected_epoch == result.selected_epoch
+    for key, value in state(result).items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+
+    last = train(tiny_params(epochs=2), split, STATS, progress=False)
+    assert (last.selection, last.selected_epoch) == ("last", 2)
+    with pytest.raises(ValueError, match="train.selection: val"):
+        train(tiny_params(epochs=1, selection="val"), split, STATS, progress=False)

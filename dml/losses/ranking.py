@@ -8,7 +8,7 @@ from torch import nn
 
 from dml.losses.base import Loss
 from dml.losses.config import ContrastiveKnobs, MarginKnobs, QuadrupletKnobs, SNRKnobs, TripletKnobs
-from dml.miners.base import Triplets
+from dml.miners.base import Triplets, uniform
 
 
 def triplet_distances(embeddings: torch.Tensor, triplets: Triplets) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,7 +124,7 @@ class QuadrupletLoss(Loss):
         label_a = labels[triplets.anchors]
         label_n = labels[triplets.negatives]
         valid = (labels[None, :] != label_a[:, None]) & (labels[None, :] != label_n[:, None])
-        scores = torch.rand(valid.shape, generator=self.generator, device=self.generator.device).to(labels.device)
+        scores = uniform(valid.shape, self.generator, labels.device)
         fourth = torch.where(valid, scores, torch.full_like(scores, -1.0)).argmax(dim=1)
         return fourth, valid.any(dim=1)
 

@@ -50,15 +50,21 @@ def pairwise_distances(embeddings: torch.Tensor) -> torch.Tensor:
     return (sq[:, None] + sq[None, :] - 2 * emb @ emb.T).clamp_min(0).sqrt()
 
 
+def uniform(shape: tuple[int, ...] | torch.Size, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """U[0, 1) draws made on the generator's device (CPU: the same stream on every machine, and
+    the state that checkpoints hold), then moved to where the batch is."""
+    return torch.rand(shape, generator=generator, device=generator.device).to(device)
+
+
 def sample_from_mask(mask: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """For every row, the column of one uniformly drawn True entry (rows must have one)."""
-    scores = torch.rand(mask.shape, generator=generator, device=mask.device)
+    scores = uniform(mask.shape, generator, mask.device)
     return torch.where(mask, scores, torch.full_like(scores, -1.0)).argmax(dim=1)
 
 
 def sample_from_weights(weights: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """For every row, one column drawn with probability proportional to ``weights``."""
-    return torch.multinomial(weights, 1, generator=generator).squeeze(1)
+    return torch.multinomial(weights.to(generator.device), 1, generator=generator).squeeze(1).to(weights.device)
 
 
 class Miner:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from dml.miners.base import Miner, Triplets, sample_from_mask, sample_from_weights
+from dml.miners.base import Miner, Triplets, sample_from_mask, sample_from_weights, uniform
 
 
 def inverse_sphere_density_weights(
@@ -63,7 +63,7 @@ class RhoDistanceMiner(DistanceWeightedMiner):
 
     def mine(self, embeddings, anchors, positives, distances, positive_mask, negative_mask) -> Triplets:
         negatives = self.choose_negatives(anchors, positives, distances, negative_mask, embeddings.shape[1])
-        flip = torch.rand(len(anchors), generator=self.rho_generator, device=anchors.device) < self.p
+        flip = uniform((len(anchors),), self.rho_generator, anchors.device) < self.p
         same_class = sample_from_mask(positive_mask, self.rho_generator)
         return Triplets(
             anchors,

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from dml.config import ModelConfig, Params
-from dml.data.arrays import Stats
+from dml.data.stats import Stats
 from dml.io import atomic_file, safe_load
 from dml.models import EmbeddingModel, build_model
 

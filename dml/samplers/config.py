@@ -50,6 +50,10 @@ class EmbeddedSamplerKnobs(SamplerKnobs):
     )
     update_storage: bool = Field(True, description="overwrite the storage rows of each batch with its training embeddings")
     refresh_every: int = Field(0, ge=0, description="re-embed the whole training set every k epochs; 0 = only before epoch 1")
+    delay: int = Field(
+        0, ge=0, description="batch t is chosen from the storage as updated by batches before t - delay; must cover the "
+        "batches a DataLoader with workers chooses ahead (the paper code's 8 workers x 2: 16)"
+    )
 
 
 class GreedyCoresetKnobs(EmbeddedSamplerKnobs):

@@ -2,8 +2,10 @@
 (``EmbeddingStorage``), after Roth et al. 2020's greedy coreset, D2 coreset, distance-distribution
 matching (DDM) and Frechet-distance batch matching (FRD).
 
-Each batch is chosen when the training loop asks for it, so it sees the storage as updated by
-the batches before it (the paper code precomputes a whole epoch in 16 processes at its start).
+Each batch is chosen when the loader asks for it, from the storage as updated by the batches
+before it, or, with ``delay`` d, before it minus d (a DataLoader with workers chooses batches
+ahead; the paper code's 8 workers x 2 prefetched batches make its samplers read embeddings 16
+batches old).
 Selection runs in torch on the storage's device, with one distance computation per pool; index
 draws come from the epoch's numpy stream and the rest from a torch generator seeded from it, so
 an epoch is reproducible from (seed, epoch) and the storage.
@@ -49,7 +51,8 @@ class EmbeddedSampler:
 
     def epoch(self, rng: np.random.Generator) -> Iterator[np.ndarray]:
         generator = torch.Generator(device=self.storage.device).manual_seed(int(rng.integers(2**63 - 1)))
-        for _ in range(len(self)):
+        for step in range(len(self)):
+            self.storage.catch_up(step)
             yield self.choose(rng, generator)
 
     def choose(self, rng: np.random.Generator, generator: torch.Generator) -> np.ndarray:

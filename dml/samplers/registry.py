@@ -48,4 +48,5 @@ def build_storage(cfg: SamplerSection, size: int, dim: int, device: torch.device
     knobs = cfg.knobs
     if not isinstance(knobs, EmbeddedSamplerKnobs):
         return None
-    return EmbeddingStorage(size, dim, device, refresh_every=knobs.refresh_every, update=knobs.update_storage, batch_size=batch_size)
+    return EmbeddingStorage(size, dim, device, refresh_every=knobs.refresh_every, update=knobs.update_storage,
+                            batch_size=batch_size, delay=knobs.delay)

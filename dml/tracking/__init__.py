@@ -36,6 +36,7 @@ CURVE_METRICS = {
     "beta_mean": "beta_mean",
     "seconds": "epoch_seconds",
     "test_recall_at_1": "test_recall_at_1",
+    "val_recall_at_1": "val_recall_at_1",
     "train_rho": "train_rho",
     "train_rho_skip1": "train_rho_skip1",
     "train_pi_ratio": "train_pi_ratio",

@@ -1,0 +1,115 @@
+"""Peak memory of training from files: does it grow with the number of images?
+
+Writes ``--images`` small JPEGs (SOP has 59,551 training images; default 60,000) and, in a fresh
+process per dataset size (``--sizes``, default 6,000 and 60,000), runs the pipeline's training
+loop from files (``FileSplit``, DataLoader with ``--workers`` workers, RandomResizedCrop) for
+``--steps`` steps, then one embedding pass over the whole split (what the embed stage and the
+embedded samplers' storage refresh do). It prints the peak RSS of the training process and of
+its largest worker (``getrusage``), next to what the decoded images would take in RAM at 224 px
+(what a hold-the-split-in-memory data path needs: SOP's 60k images are ~9 GB as uint8).
+
+Usage: ``python benchmarks/loader_memory.py [--images 60000] [--sizes 6000 60000] [--workers 2]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def write_files(root: Path, count: int) -> None:
+    """Tiny JPEGs (48x36): the data path's memory must not depend on pixels held, only on files."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    base = [Image.fromarray(rng.integers(0, 256, (36, 48, 3), dtype=np.uint8)) for _ in range(64)]
+    for i in range(count):
+        path = root / f"{i // 1000:03d}" / f"{i:06d}.jpg"
+        path.parent.mkdir(exist_ok=True)
+        base[i % 64].save(path, quality=80)
+
+
+def split_of(root: Path, size: int):
+    from dml.data.loading import FileSplit
+
+    paths = np.array([f"{i // 1000:03d}/{i:06d}.jpg".encode() for i in range(size)], dtype=np.bytes_)
+    return FileSplit(root, paths, np.arange(size) // 5, np.arange(size), 3)  # SOP-like: ~5 images per class
+
+
+def child(args: argparse.Namespace) -> None:
+    """In a fresh process: ``steps`` training steps on the first ``size`` files, then embed them all."""
+    from dml.config import parse_params
+    from dml.data.stats import Stats
+    from dml.training import build_training, embed_pass, seed_epoch, training_step
+
+    split = split_of(Path(args.root), args.size)
+    params = parse_params({
+        "model": {"embed_dim": 128}, "train": {"batch_size": 112, "num_threads": 1, "epochs": 1},
+        "sampler": {"name": "class_balanced", "class_balanced": {"samples_per_class": 2}},
+        "transforms": {"train": "random_resized_crop", "size": 32, "resize": 32, "hflip": True},
+        "loader": {"num_workers": args.workers}, "embed": {"batch_size": 512},
+    })
+    setup = build_training(params, split, Stats([128.0] * 3, [64.0] * 3, 3, "files"))
+    seed_epoch(setup, 0, 0)
+    started = time.perf_counter()
+    for step, (images, index) in enumerate(setup.loader):
+        loss, _ = training_step(setup, params, images, index)
+        setup.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        setup.optimizer.step()
+        if step + 1 == args.steps:
+            break
+    train_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    vectors = embed_pass(setup.model, split, params)
+    print(json.dumps({
+        "size": args.size,
+        "train_seconds": round(train_seconds, 1),
+        "embed_seconds": round(time.perf_counter() - started, 1),
+        "embeddings_mib": round(vectors.nbytes / 2**20, 1),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "largest_worker_rss_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
+    }))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=60_000)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[6_000, 60_000])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--root", help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        write_files(Path(tmp), max(args.sizes))
+        print(f"wrote {max(args.sizes)} JPEGs in {time.perf_counter() - started:.0f} s; {args.workers} workers, {args.steps} training steps, then one embedding pass")
+        print("| images | peak RSS (MiB) | largest worker (MiB) | embeddings (MiB) | same images at 224 px in RAM (MiB) | train s | embed s |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        for size in args.sizes:
+            out = subprocess.run([sys.executable, __file__, "--child", "--root", tmp, "--size", str(size), "--workers", str(args.workers),
+                                  "--steps", str(args.steps)], check=True, capture_output=True, text=True).stdout
+            r = json.loads(out.strip().splitlines()[-1])
+            in_ram = size * 3 * 224 * 224 / 2**20
+            print(f"| {size:,} | {r['peak_rss_mib']:.0f} | {r['largest_worker_rss_mib']:.0f} | {r['embeddings_mib']:.0f} | {in_ram:,.0f} | "
+                  f"{r['train_seconds']} | {r['embed_seconds']} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

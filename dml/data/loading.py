@@ -1,0 +1,203 @@
+"""From a split to model input: image sources, torchvision ``transforms.v2``, and DataLoaders.
+
+A split is an :class:`ImageSource`: :class:`FileSplit` reads the preprocessed manifest's files
+(decoded by :func:`dml.data.decode.decode_file`, as the preprocess stage decoded them for its
+statistics: torchvision's libjpeg-turbo / libpng decoders, PIL for other formats), :class:`ArraySplit` holds images in
+memory (synthetic data in tests and benchmarks). Both give uint8 (C, H, W) tensors; the model
+normalises (:class:`dml.models.base.EmbeddingModel`), so batches travel as uint8 (4x less to
+copy to a GPU than float32).
+
+Reproducible with any number of workers: the training batch sampler hands the dataset
+``(index, seed)`` keys, and each image's augmentation runs right after the default CPU
+generator is seeded with ``seed``. The seed is a function of (run seed, epoch,
+step, position), never of which worker decodes the image, so 0, 1 or 8 workers give the same
+batches, bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+import pyarrow.compute as pc
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from dml.config import TransformsConfig
+from dml.data.decode import decode_file
+from dml.data.manifest import image_root, read_manifest
+from dml.data.stats import load_stats
+from dml.errors import DatasetError
+
+if TYPE_CHECKING:  # the loader takes any batch sampler; embedding needs none
+    from dml.samplers.basic import BatchSampler
+
+
+class ImageSource(Protocol):
+    """What a DataLoader reads: ``len`` images with labels and ids, each as uint8 (C, H, W)."""
+
+    labels: np.ndarray
+    ids: np.ndarray
+
+    @property
+    def channels(self) -> int: ...
+
+    def __len__(self) -> int: ...
+
+    def read(self, index: int) -> torch.Tensor: ...
+
+    def subset(self, rows: np.ndarray) -> ImageSource: ...
+
+
+@dataclass(frozen=True)
+class ArraySplit:
+    """Images held in memory as a uint8 (N, C, H, W) array (may be a read-only memmap)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    ids: np.ndarray
+
+    @property
+    def channels(self) -> int:
+        return int(self.images.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def read(self, index: int) -> torch.Tensor:
+        return torch.from_numpy(np.array(self.images[index]))
+
+    def subset(self, rows: np.ndarray) -> ArraySplit:
+        return ArraySplit(np.asarray(self.images[rows]), self.labels[rows], self.ids[rows])
+
+
+@dataclass(frozen=True)
+class FileSplit:
+    """Images read from files. Paths are a fixed-width bytes array, not a list of str: DataLoader
+    workers fork, and reading Python objects touches their refcounts, which copies every page of
+    a list of 60k strings into every worker (a numpy array's buffer is never written)."""
+
+    root: Path
+    paths: np.ndarray  # dtype "S": UTF-8 paths relative to root
+    labels: np.ndarray
+    ids: np.ndarray
+    channels: int
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def path(self, index: int) -> Path:
+        return self.root / self.paths[index].decode()
+
+    def read(self, index: int) -> torch.Tensor:
+        return decode_file(self.path(index), self.channels)
+
+    def subset(self, rows: np.ndarray) -> FileSplit:
+        return FileSplit(self.root, self.paths[rows], self.labels[rows], self.ids[rows], self.channels)
+
+
+def load_split(root: Path | str, split: str) -> FileSplit:
+    """One split of the preprocessed dataset at ``root`` (manifest.parquet + stats.json)."""
+    root = Path(root)
+    table = read_manifest(root, check_files=False)
+    rows = table.filter(pc.equal(table.column("split"), split))
+    if rows.num_rows == 0:
+        raise DatasetError(f"{root}: the manifest has no {split!r} images")
+    return FileSplit(
+        root=image_root(table, root),
+        paths=np.array([p.encode() for p in rows.column("path").to_pylist()], dtype=np.bytes_),
+        labels=rows.column("label").to_numpy().astype(np.int64),
+        ids=rows.column("id").to_numpy().astype(np.int64),
+        channels=load_stats(root).channels,
+    )
+
+
+def train_transform(cfg: TransformsConfig) -> v2.Transform:
+    """The paper's ``RandomResizedCrop(size)`` + flip for real images, or, for the small glyphs, the
+    eval geometry plus a random translation by up to ``shift`` pixels (edges replicated)."""
+    if cfg.train == "random_resized_crop":
+        steps: list[v2.Transform] = [v2.RandomResizedCrop(cfg.size, scale=cfg.crop_scale, ratio=cfg.crop_ratio, antialias=True)]
+    else:
+        steps = [*eval_transform(cfg).transforms, v2.RandomCrop(cfg.size, padding=cfg.shift, padding_mode="edge")]
+    if cfg.hflip:
+        steps.append(v2.RandomHorizontalFlip())
+    return v2.Compose(steps)
+
+
+def eval_transform(cfg: TransformsConfig) -> v2.Compose:
+    """``Resize(resize)`` (shorter side) + ``CenterCrop(size)``: 256 / 224 in the paper."""
+    return v2.Compose([v2.Resize(cfg.resize, antialias=True), v2.CenterCrop(cfg.size)])
+
+
+class ImageDataset(Dataset):
+    """``dataset[i]`` -> (image, i) with the eval transform; ``dataset[(i, seed)]`` -> the
+    augmented image, its randomness drawn from ``seed`` alone."""
+
+    def __init__(self, source: ImageSource, transform: v2.Transform) -> None:
+        self.source = source
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        image = self.source.read(index)
+        if seed is not None:
+            # transforms.v2 draws from torch's default CPU generator; seeding it per image makes
+            # the draws a function of the seed alone, in a worker or in the training process
+            # (where nothing else draws from it during an epoch: miners and losses own generators).
+            torch.default_generator.manual_seed(seed)
+        return self.transform(image), index
+
+
+class EpochBatches:
+    """The batch sampler of the training DataLoader: the batch sampler's batches for the epoch
+    set by :meth:`start`, each index paired with its augmentation seed."""
+
+    def __init__(self, sampler: BatchSampler) -> None:
+        self.sampler = sampler
+        self.rng: np.random.Generator | None = None
+        self.seed = 0
+
+    def start(self, rng: np.random.Generator, seed: int) -> None:
+        self.rng, self.seed = rng, seed
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        if self.rng is None:
+            raise RuntimeError("EpochBatches.start(rng, seed) must be called before each epoch")
+        rng, self.rng = self.rng, None  # one pass per start(): a second pass would replay nothing
+        for step, batch in enumerate(self.sampler.epoch(rng)):
+            base = self.seed + step * len(batch)
+            yield [(int(index), (base + position) % 2**63) for position, index in enumerate(batch)]
+
+
+def loader_options(num_workers: int, device: torch.device, prefetch_factor: int) -> dict:
+    """Worker, pinning and prefetch settings shared by the training and embedding loaders."""
+    options: dict = {"num_workers": num_workers, "pin_memory": device.type == "cuda"}
+    if num_workers > 0:
+        options.update(persistent_workers=True, prefetch_factor=prefetch_factor)
+    return options
+
+
+def train_loader(
+    source: ImageSource, cfg: TransformsConfig, batches: EpochBatches, device: torch.device, num_workers: int, prefetch_factor: int
+) -> DataLoader:
+    return DataLoader(ImageDataset(source, train_transform(cfg)), batch_sampler=batches, **loader_options(num_workers, device, prefetch_factor))
+
+
+def eval_loader(
+    source: ImageSource, cfg: TransformsConfig, batch_size: int, device: torch.device, num_workers: int = 0, prefetch_factor: int = 2
+) -> DataLoader:
+    """In order, no augmentation (embedding passes: stages, storage refresh, monitoring)."""
+    return DataLoader(
+        ImageDataset(source, eval_transform(cfg)), batch_size=batch_size, shuffle=False,
+        **{**loader_options(num_workers, device, prefetch_factor), "persistent_workers": False},
+    )
