@@ -27,6 +27,7 @@ from dml.errors import DatasetError
 
 ProblemKind = Literal["missing", "not_image", "truncated", "non_rgb"]
 BAD_KINDS = frozenset({"missing", "not_image", "truncated"})
+DESCRIPTION = {"missing": "missing", "not_image": "not an image", "truncated": "truncated", "non_rgb": "not RGB"}
 
 
 @dataclass(frozen=True)
@@ -93,12 +94,9 @@ def apply_policies(dataset: RawDataset, problems: list[Problem], cfg: DataConfig
     error = None
     if refused:
         first = refused[0]
-        key = "data.on_bad_image" if first.kind in BAD_KINDS else "data.on_non_rgb"
+        hint = "data.on_bad_image: skip drops them" if first.kind in BAD_KINDS else "data.on_non_rgb: convert or skip keeps or drops them"
         kinds = ", ".join(f"{n} {k}" for k, n in sorted(Counter(p.kind for p in refused).items()))
-        error = (
-            f"{dataset.image_root / first.path}: {first.kind.replace('_', ' ')} ({first.detail}); "
-            f"{len(refused)} such file(s) in all ({kinds}); {key}: skip drops them"
-        )
+        error = f"{dataset.image_root / first.path}: {DESCRIPTION[first.kind]} ({first.detail}); {len(refused)} file(s) refused in all ({kinds}); {hint}"
     kept = dataset.take([i for i, p in enumerate(dataset.paths) if p not in drop]) if drop else dataset
     return kept, decided, error
 
