@@ -11,7 +11,6 @@ each kind of bad or non-RGB image the validation must catch.
 from __future__ import annotations
 
 import io
-import shutil
 import tarfile
 import zipfile
 from pathlib import Path
@@ -220,8 +219,3 @@ def make_archive(folder: Path, archive: Path) -> Path:
         with tarfile.open(archive, mode) as tar:
             tar.add(folder, arcname=folder.name)
     return archive
-
-
-def copy_tree(source: Path, target: Path) -> Path:
-    shutil.copytree(source, target)
-    return target

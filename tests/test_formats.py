@@ -14,7 +14,7 @@ import zipfile
 from collections import Counter
 from pathlib import Path
 
-import pyarrow.parquet as pq
+import pyarrow as pa
 import pytest
 
 from dml.config import parse_params
@@ -96,6 +96,14 @@ def test_sop_without_header_is_one_line(tmp_path):
     lines = (base / "Ebay_test.txt").read_text().splitlines(keepends=True)
     (base / "Ebay_test.txt").write_text("".join(lines[1:]))
     with pytest.raises(DatasetError, match=r"Ebay_test.txt: first line must be the header 'image_id class_id super_class_id path'"):
+        FORMATS["sop"](tmp_path, cfg())
+
+
+def test_sop_repeated_image_id_is_one_line(tmp_path):
+    base = mini.write_sop(tmp_path)
+    lines = (base / "Ebay_test.txt").read_text().splitlines(keepends=True)
+    (base / "Ebay_test.txt").write_text(lines[0] + "1" + lines[1][lines[1].index(" "):] + "".join(lines[2:]))
+    with pytest.raises(DatasetError, match=r"Stanford_Online_Products: image_id 1 appears more than once"):
         FORMATS["sop"](tmp_path, cfg())
 
 
@@ -249,7 +257,7 @@ def test_val_split_takes_seeded_train_classes(cub):
 # --------------------------------------------------------------------------------------------
 
 
-def run_prepare(repo: Path, monkeypatch, **data) -> tuple[pq.ParquetFile, dict, dict]:
+def run_prepare(repo: Path, monkeypatch, **data) -> tuple[pa.Table, dict, dict]:
     """The prepare stage in ``repo`` (as its cwd): manifest table, dataset.json, report.json."""
     monkeypatch.chdir(repo)
     prepare(parse_params({"data": data}))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,6 +243,9 @@ def read_sop(root: Path, cfg: DataConfig) -> RawDataset:
             labels.append(_int(class_id, path, "class_id"))
             paths.append(rel)
             splits.append(split)
+    if len(set(ids)) != len(ids):
+        repeated = next(i for i, n in Counter(ids).items() if n > 1)
+        raise DatasetError(f"{base}: image_id {repeated} appears more than once in Ebay_train.txt / Ebay_test.txt")
     return RawDataset(base, ids, paths, labels, [str(label) for label in labels], splits)
 
 

@@ -23,7 +23,6 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 from dml.data.config import DataConfig
 from dml.data.formats import RawDataset
 from dml.data.images import DECODE_ERRORS
-from dml.errors import DatasetError
 
 ProblemKind = Literal["missing", "not_image", "truncated", "non_rgb"]
 BAD_KINDS = frozenset({"missing", "not_image", "truncated"})
