@@ -25,7 +25,7 @@ from dml.data.archive import resolve_root
 from dml.data.config import DataConfig
 from dml.data.formats import FORMATS, RawDataset, hold_out_val
 from dml.data.glyphs import generate_glyphs
-from dml.data.manifest import IMAGE_ROOT_KEY, write_manifest
+from dml.data.manifest import IMAGE_ROOT_KEY, SPLITS, write_manifest
 from dml.data.validate import apply_policies, check_images, drop_unusable_classes, report_entries
 from dml.errors import DatasetError
 from dml.io import atomic_dir, write_json
@@ -99,7 +99,7 @@ def image_root_value(image_root: Path, out: Path) -> str:
 def split_counts(dataset: RawDataset) -> dict[str, dict[str, int]]:
     images = Counter(dataset.splits)
     classes = Counter(split for split, _ in set(zip(dataset.splits, dataset.labels)))
-    return {split: {"images": images[split], "classes": classes[split]} for split in sorted(images)}
+    return {split: {"images": images[split], "classes": classes[split]} for split in SPLITS if split in images}
 
 
 def _check_usable(dataset: RawDataset, cfg: DataConfig) -> None:

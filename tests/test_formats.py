@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from dml.config import parse_params
+from dml.config import ConfigError, parse_params
 from dml.data import archive
 from dml.data.archive import resolve_root, sha256_file
 from dml.data.config import DataConfig
@@ -48,6 +48,24 @@ def assert_consistent(dataset: RawDataset) -> None:
 @pytest.fixture(scope="module")
 def cub(tmp_path_factory) -> Path:
     return mini.write_cub200(tmp_path_factory.mktemp("cub"))
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"name": "coco"}, "params.yaml: data.name: unknown value 'coco'; expected one of 'glyphs', 'cub200'"),
+        ({"samples_per_class": 8}, "params.yaml: data.samples_per_class: unknown key"),
+        ({"glyphs": {"max_classes": 2}}, "params.yaml: data.glyphs.max_classes: Input should be greater than or equal to 4"),
+        ({"sha256": "abc"}, "params.yaml: data.sha256: String should match pattern"),
+        ({"val_classes": 1.0}, "params.yaml: data.val_classes: Input should be less than 1"),
+        ({"on_non_rgb": "keep"}, "params.yaml: data.on_non_rgb: unknown value 'keep'"),
+        ({"check_workers": 0}, "params.yaml: data.check_workers: Input should be greater than or equal to 1"),
+    ],
+)
+def test_data_params_fail_with_one_line(raw, expected):
+    with pytest.raises(ConfigError) as info:
+        parse_params({"data": raw})
+    assert str(info.value).startswith(expected) and "\n" not in str(info.value)
 
 
 # --------------------------------------------------------------------------------------------
