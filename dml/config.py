@@ -21,6 +21,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
+from dml.data.config import DataConfig
 from dml.losses.config import LossSection
 from dml.miners.config import MinerSection
 from dml.models.config import ModelConfig
@@ -28,19 +29,6 @@ from dml.samplers.config import BatchMatchKnobs, EmbeddedSamplerKnobs, SamplerSe
 from dml.schema import Section
 
 PARAMS_FILE = "params.yaml"
-
-
-class DataConfig(Section):
-    """Dataset generation / preparation (stage ``prepare``)."""
-
-    name: Literal["glyphs"] = "glyphs"
-    seed: int = Field(0, ge=0)
-    samples_per_class: int = Field(40, ge=2)
-    image_size: int = Field(32, ge=8, le=256)
-    difficulty: Literal["easy", "hard"] = "hard"
-    min_fonts: int = Field(8, ge=1)
-    train_fraction: float = Field(0.5, gt=0.0, lt=1.0)
-    max_classes: int | None = Field(None, ge=4, description="keep only the first N classes (tiny test configs)")
 
 
 class PreprocessConfig(Section):
