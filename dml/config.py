@@ -21,25 +21,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
+from dml.data.config import DataConfig
 from dml.losses.config import LossSection
 from dml.miners.config import MinerSection
+from dml.models.config import ModelConfig
 from dml.samplers.config import BatchMatchKnobs, EmbeddedSamplerKnobs, SamplerSection
 from dml.schema import Section
 
 PARAMS_FILE = "params.yaml"
-
-
-class DataConfig(Section):
-    """Dataset generation / preparation (stage ``prepare``)."""
-
-    name: Literal["glyphs"] = "glyphs"
-    seed: int = Field(0, ge=0)
-    samples_per_class: int = Field(40, ge=2)
-    image_size: int = Field(32, ge=8, le=256)
-    difficulty: Literal["easy", "hard"] = "hard"
-    min_fonts: int = Field(8, ge=1)
-    train_fraction: float = Field(0.5, gt=0.0, lt=1.0)
-    max_classes: int | None = Field(None, ge=4, description="keep only the first N classes (tiny test configs)")
 
 
 class PreprocessConfig(Section):
@@ -55,22 +44,6 @@ class PreprocessConfig(Section):
     format: Literal["jpeg", "png", "webp"] = Field("jpeg", description="cache file format (png: lossless)")
     quality: int = Field(95, ge=1, le=100, description="jpeg / webp quality of the cache")
     workers: int = Field(2, ge=1, le=64, description="decode/resize/encode threads; the output does not depend on it")
-
-
-class ModelConfig(Section):
-    name: Literal["small_cnn", "resnet50"] = "small_cnn"
-    embed_dim: int = Field(128, ge=2)
-    pretrained: bool = Field(False, description="load ImageNet weights from the local torch cache (resnet50)")
-    freeze_bn: bool = Field(False, description="keep every BatchNorm layer in eval mode during training")
-    normalize: bool | Literal["auto"] = Field(
-        "auto", description="L2-normalise the embedding; auto = what the loss runs on (resolved when parsed)"
-    )
-
-    @model_validator(mode="after")
-    def _pretrained_needs_weights(self) -> ModelConfig:
-        if self.pretrained and self.name == "small_cnn":
-            raise ValueError("model.pretrained: small_cnn has no pretrained weights; set it to false")
-        return self
 
 
 class OptimConfig(Section):

@@ -4,6 +4,8 @@ from pathlib import Path
 
 PARAMS = Path("params.yaml")
 PREPARED = Path("data/prepared")
+EXTRACTED = Path("data/extracted")  # dataset archives unpacked by prepare (a cache, not a DVC output)
+PREPARE_ERRORS = Path("data/prepare-errors.json")  # the bad-file report of a prepare run that failed
 PREPROCESSED = Path("data/preprocessed")
 TRAIN_CONFIG = Path("configs/train.json")  # the resolved training config (stage configure)
 MODEL = Path("models/model.pt")

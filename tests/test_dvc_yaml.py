@@ -5,6 +5,7 @@ imports of project code are covered by its declared deps."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import yaml
@@ -13,11 +14,23 @@ from dml.config import TRAINING_SECTIONS, Params
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 OUTPUTS = {next(iter(o)) if isinstance(o, dict) else o for s in STAGES.values() for key in ("outs", "metrics", "plots") for o in s.get(key, [])}
 
 
+def _resolve(entry: str) -> str:
+    """DVC templating (``${data.root}``) against the shipped params.yaml."""
+    def value(match: re.Match) -> str:
+        node = PARAMS
+        for key in match.group(1).split("."):
+            node = node[key]
+        return str(node)
+
+    return re.sub(r"\$\{\s*([\w.]+)\s*\}", value, entry)
+
+
 def _paths(entries):
-    return [next(iter(e)) if isinstance(e, dict) else e for e in entries]
+    return [_resolve(next(iter(e)) if isinstance(e, dict) else e) for e in entries]
 
 
 def test_code_deps_exist_and_params_are_sections():
@@ -82,7 +95,8 @@ def _imported_closure(path: Path) -> set[str]:
 # change results (params values are tracked through `params`; the per-method knob models are
 # schema too), and tracking for train (its live curves are not an output). configure and train,
 # whose outputs the schema shapes, declare the schema modules they use.
-SCHEMA_MODULES = {"dml.config", "dml.schema", "dml.losses.config", "dml.miners.config", "dml.samplers.config"}
+SCHEMA_MODULES = {"dml.config", "dml.schema", "dml.data.config", "dml.losses.config", "dml.miners.config", "dml.samplers.config",
+                  "dml.models.config"}
 UNDECLARED_OK = SCHEMA_MODULES | {"dml.paths", "dml.io", "dml.errors", "dml.tracking"}
 # Per stage: train searches neighbours only for the per-epoch test Recall@1 monitoring curve,
 # which never feeds back into the model, so editing the search code must not retrain.

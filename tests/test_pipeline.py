@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ALL_STAGES = ["prepare", "preprocess", "configure", "train", "embed", "index", "evaluate", "spectrum", "gallery", "report"]
 
 TINY = {
-    "data": {"max_classes": 16, "samples_per_class": 8},
+    "data": {"glyphs": {"max_classes": 16, "samples_per_class": 8}},
     "train": {"epochs": 1, "batch_size": 32, "num_threads": 1},
     "embed": {"batch_size": 64},
     "eval": {"kmeans_iters": 5},

@@ -23,7 +23,7 @@ from dml.query import main as query_main
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ["prepare", "preprocess", "configure", "train", "embed", "index", "gallery"]
 TINY = {
-    "data": {"max_classes": 16, "samples_per_class": 8},
+    "data": {"glyphs": {"max_classes": 16, "samples_per_class": 8}},
     "train": {"epochs": 1, "batch_size": 32, "num_threads": 1},
     "embed": {"batch_size": 64},
     "gallery": {"queries": 4, "worst": 3, "k": 5},

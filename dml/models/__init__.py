@@ -1,35 +1,30 @@
-"""Backbones: ``model.name`` in params.yaml -> a builder of an :class:`EmbeddingModel`."""
+"""Backbones: ``model.name`` in params.yaml -> an :class:`EmbeddingModel` (see ``registry.py``).
+
+Kept import-light: the params schema imports ``dml.models.config`` without pulling in torch, so
+the torch-side names below are imported on first use."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+if TYPE_CHECKING:
+    from dml.models.base import EmbeddingModel
+    from dml.models.registry import MODELS, build_model, input_normalization, model_normalization
 
-from dml.config import ModelConfig
-from dml.models.base import EmbeddingModel
-from dml.models.resnet import resnet50_features
-from dml.models.small_cnn import small_cnn_features
-from dml.registry import lookup
-
-FeatureBuilder = Callable[[int, bool], tuple[nn.Module, int]]
-
-
-def _small_cnn(in_channels: int, pretrained: bool) -> tuple[nn.Module, int]:
-    return small_cnn_features(in_channels), 256
-
-
-MODELS: dict[str, FeatureBuilder] = {
-    "small_cnn": _small_cnn,
-    "resnet50": resnet50_features,
+_LAZY = {
+    "EmbeddingModel": "dml.models.base",
+    "MODELS": "dml.models.registry",
+    "build_model": "dml.models.registry",
+    "input_normalization": "dml.models.registry",
+    "model_normalization": "dml.models.registry",
 }
 
 
-def build_model(cfg: ModelConfig, in_channels: int, mean: Sequence[float], std: Sequence[float]) -> EmbeddingModel:
-    features, feature_dim = lookup(MODELS, "model.name", cfg.name)(in_channels, cfg.pretrained)
-    if not isinstance(cfg.normalize, bool):
-        raise ValueError("model.normalize: unresolved 'auto' (parse params with dml.config.parse_params)")
-    return EmbeddingModel(features, feature_dim, cfg.embed_dim, mean, std, freeze_bn=cfg.freeze_bn, normalize=cfg.normalize)
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'dml.models' has no attribute {name!r}")
 
 
-__all__ = ["MODELS", "EmbeddingModel", "build_model"]
+__all__ = ["MODELS", "EmbeddingModel", "build_model", "input_normalization", "model_normalization"]

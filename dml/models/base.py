@@ -1,5 +1,5 @@
-"""What every backbone shares: input normalisation, a linear embedding head, optionally
-L2-normalised output and (optionally) frozen BatchNorm."""
+"""What every backbone shares: input normalisation, global pooling, a linear embedding head,
+optionally L2-normalised output, (optionally) frozen BatchNorm, and grayscale stems."""
 
 from __future__ import annotations
 
@@ -9,11 +9,67 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dml.models.config import Pooling
+
+
+class GlobalPool(nn.Module):
+    """(B, C, H, W) -> (B, C): the backbone's global pool, replaced by ``model.pooling``:
+    average, max, or their sum (``avgmax``, the paper code's 'double' pooling of BN-Inception)."""
+
+    def __init__(self, mode: Pooling = "avg") -> None:
+        super().__init__()
+        if mode not in ("avg", "max", "avgmax"):
+            raise ValueError(f"model.pooling: unknown {mode!r}; expected one of ['avg', 'avgmax', 'max']")
+        self.mode = mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "avg":
+            return F.adaptive_avg_pool2d(x, 1).flatten(1)
+        if self.mode == "max":
+            return F.adaptive_max_pool2d(x, 1).flatten(1)
+        return (F.adaptive_avg_pool2d(x, 1) + F.adaptive_max_pool2d(x, 1)).flatten(1)
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode!r}"
+
+
+def adapt_stem(net: nn.Module, conv_name: str, in_channels: int) -> None:
+    """Replace the first convolution (``conv_name``, a dotted path) by one taking ``in_channels``
+    inputs whose filters are the mean of the RGB filters repeated (the sum for grayscale), so
+    pretrained filters still respond to intensity. 3 channels: nothing changes."""
+    if in_channels == 3:
+        return
+    parent_name, _, attr = conv_name.rpartition(".")
+    parent = net.get_submodule(parent_name) if parent_name else net
+    conv = getattr(parent, attr)
+    new = nn.Conv2d(
+        in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        stride=conv.stride,
+        padding=conv.padding,
+        dilation=conv.dilation,
+        groups=conv.groups,
+        bias=conv.bias is not None,
+        padding_mode=conv.padding_mode,
+    )
+    with torch.no_grad():
+        new.weight.copy_(conv.weight.sum(dim=1, keepdim=True).repeat(1, in_channels, 1, 1) / in_channels)
+        if conv.bias is not None:
+            new.bias.copy_(conv.bias)
+    setattr(parent, attr, new)
+
 
 class EmbeddingModel(nn.Module):
     """``features`` maps normalised images to a (B, feature_dim) tensor; a linear head maps that to
     the embedding, L2-normalised when ``normalize`` (the paper's protocol, except for the N-pair,
-    angular and lifted losses, which the paper trains and evaluates unnormalised)."""
+    angular and lifted losses, which the paper trains and evaluates unnormalised).
+
+    Input convention of the backbone: ``bgr`` flips the channel order (RGB images -> BGR, as the
+    Caffe-ported BN-Inception expects), then ``(x - mean) / std`` with ``mean``/``std`` in the
+    flipped order, on the 0-255 scale. ``mean``/``std`` are buffers, so they are saved with the
+    weights; ``bgr`` is a plain flag (no device sync per batch), restored from the saved config.
+    ``weights_sha256``: the SHA-256 of the ImageNet weights file the backbone started from."""
 
     def __init__(
         self,
@@ -24,18 +80,27 @@ class EmbeddingModel(nn.Module):
         std: Sequence[float],
         freeze_bn: bool = False,
         normalize: bool = True,
+        bgr: bool = False,
+        weights_sha256: str | None = None,
     ) -> None:
         super().__init__()
         self.features = features
         self.head = nn.Linear(feature_dim, embed_dim)
         self.freeze_bn = freeze_bn
         self.normalize = normalize
+        self.bgr = bgr
+        self.weights_sha256 = weights_sha256
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """``images``: uint8 or float in [0, 255], shape (B, C, H, W)."""
-        x = (images.float() - self.mean) / self.std
+        """``images``: uint8 or float in [0, 255], shape (B, C, H, W), RGB (or grayscale); any
+        memory format. The normalisation runs in float32; under autocast the backbone's own
+        layers pick their precision."""
+        x = images.float()
+        if self.bgr:
+            x = x.flip(1)
+        x = (x - self.mean) / self.std
         embedding = self.head(self.features(x))
         return F.normalize(embedding, dim=-1) if self.normalize else embedding
 

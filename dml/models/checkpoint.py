@@ -14,8 +14,10 @@ from dml.models import EmbeddingModel, build_model
 
 
 def save_model(path: Path, model: EmbeddingModel, params: Params, stats: Stats) -> None:
-    """Weights, the training config they came from, and the data statistics (input
-    normalisation) needed to rebuild the network without params.yaml."""
+    """Weights, the training config they came from, the data statistics, and the SHA-256 of the
+    ImageNet file the backbone started from: what is needed to rebuild the network without
+    params.yaml. The input normalisation is in the state dict (mean/std buffers) and the config
+    (a pretrained backbone's channel order)."""
     with atomic_file(path) as tmp:
         torch.save(
             {
@@ -23,6 +25,7 @@ def save_model(path: Path, model: EmbeddingModel, params: Params, stats: Stats) 
                 "model": params.model.model_dump(mode="json"),
                 "training_config": params.training_config(),
                 "stats": asdict(stats),
+                "weights_sha256": model.weights_sha256,
             },
             tmp,
         )
@@ -33,8 +36,10 @@ def load_model(path: Path) -> EmbeddingModel:
         raise FileNotFoundError(f"{path}: trained model missing (run the train stage)")
     saved = safe_load(path, "trained model")
     stats = Stats(**saved["stats"])
-    # The weights are overwritten below, so never load (or look for) ImageNet weights here.
-    model_cfg = ModelConfig(**{**saved["model"], "pretrained": False})
-    model = build_model(model_cfg, stats.channels, stats.mean, stats.std)
+    # The saved config rebuilds the training-time input convention (a pretrained backbone's
+    # constants and channel order, not the data's statistics); the weights are overwritten
+    # below, so the ImageNet file is never read (nor needed) here.
+    model = build_model(ModelConfig(**saved["model"]), stats.channels, stats.mean, stats.std, load_weights=False)
     model.load_state_dict(saved["state_dict"])
+    model.weights_sha256 = saved.get("weights_sha256")
     return model.eval()

@@ -1,12 +1,15 @@
 """The default backbone for the embedded glyph data: four conv blocks (32/64/128/256 channels,
-BN, ReLU, max-pool), global average pooling. ~421k parameters with a 128-d head."""
+BN, ReLU, max-pool), global pooling (average by default). ~421k parameters with a 128-d head."""
 
 from __future__ import annotations
 
 from torch import nn
 
+from dml.models.base import GlobalPool
+from dml.models.config import Pooling
 
-def small_cnn_features(in_channels: int, widths: tuple[int, ...] = (32, 64, 128, 256)) -> nn.Sequential:
+
+def small_cnn_features(in_channels: int, pooling: Pooling = "avg", widths: tuple[int, ...] = (32, 64, 128, 256)) -> nn.Sequential:
     layers: list[nn.Module] = []
     channels = in_channels
     for i, width in enumerate(widths):
@@ -14,5 +17,5 @@ def small_cnn_features(in_channels: int, widths: tuple[int, ...] = (32, 64, 128,
         if i < len(widths) - 1:
             layers.append(nn.MaxPool2d(2))
         channels = width
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    layers.append(GlobalPool(pooling))
     return nn.Sequential(*layers)

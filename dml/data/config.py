@@ -1,0 +1,52 @@
+"""The ``data`` section of ``params.yaml`` (stage ``prepare``): which dataset, where it lies, and
+what to do with the files that are not clean RGB images.
+
+Torch-free on purpose (like ``dml/losses/config.py``): every stage validates the whole params file
+first, and ``prepare`` never needs torch. ``dml/config.py`` re-exports :class:`DataConfig`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from dml.schema import Section
+
+DatasetName = Literal["glyphs", "cub200", "cars196", "sop", "inshop", "imagefolder", "manifest"]
+
+
+class GlyphsConfig(Section):
+    """Knobs of the generated glyphs benchmark (``data.name: glyphs``; see dml/data/glyphs.py)."""
+
+    samples_per_class: int = Field(40, ge=2)
+    image_size: int = Field(32, ge=8, le=256)
+    difficulty: Literal["easy", "hard"] = "hard"
+    min_fonts: int = Field(8, ge=1)
+    max_classes: int | None = Field(None, ge=4, description="keep only the first N classes (tiny test configs)")
+
+
+class DataConfig(Section):
+    """Dataset generation / preparation (stage ``prepare``)."""
+
+    name: DatasetName = "glyphs"
+    root: str = Field(
+        "data/raw",
+        min_length=1,
+        description="the extracted dataset folder, a folder containing it, or its official archive "
+        "(.tgz/.tar/.tar.gz/.zip); for manifest: the CSV/Parquet file. Unused by glyphs",
+    )
+    sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$", description="verify the archive at data.root")
+    seed: int = Field(0, ge=0)
+    train_fraction: float = Field(
+        0.5, gt=0.0, lt=1.0, description="share of the classes that train (glyphs, imagefolder, manifest without split)"
+    )
+    val_classes: float = Field(
+        0.0, ge=0.0, lt=1.0, description="share of the train classes held out as split val (class-disjoint); 0 = paper"
+    )
+    on_bad_image: Literal["error", "skip"] = Field("error", description="missing, undecodable or truncated files")
+    on_non_rgb: Literal["convert", "error", "skip"] = Field(
+        "convert", description="grayscale / CMYK / palette / RGBA images: convert to RGB at load time, fail or drop"
+    )
+    check_workers: int = Field(4, ge=1, le=64, description="threads decoding every image of a real dataset")
+    glyphs: GlyphsConfig = GlyphsConfig()
