@@ -19,7 +19,7 @@ from torch import nn
 from torchvision.models import GoogLeNet, GoogLeNet_Weights, ResNet50_Weights, resnet50
 
 from dml.config import ModelConfig, parse_params
-from dml.data.arrays import Stats
+from dml.data.stats import Stats
 from dml.errors import DatasetError
 from dml.models import MODELS, EmbeddingModel, build_model, input_normalization, model_normalization
 from dml.models.base import GlobalPool
@@ -511,7 +511,7 @@ def test_save_load_round_trip_keeps_the_pretrained_input_convention(official, tm
     _, path, sha = official["bninception"]
     params = parse_params({"model": {"name": "bninception", "pretrained": True, "weights": str(path), "pooling": "avgmax",
                                      "freeze_bn": True, "embed_dim": 16}})
-    stats = Stats(mean=MEAN3, std=STD3, channels=3, image_size=SIZE, sha256="0" * 64)
+    stats = Stats(mean=MEAN3, std=STD3, channels=3, sha256="0" * 64)
     torch.manual_seed(0)
     model = build_model(params.model, stats.channels, stats.mean, stats.std).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
