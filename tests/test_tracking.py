@@ -93,7 +93,7 @@ def test_one_run_per_result_and_model_logged_once(store):
     training.log_artifact(model_file, "model")
     training.finish()
     assert training.run_id is not None
-    curves = {"train_loss": [(1, 0.5), (2, 0.4)]}
+    curves = {"train/loss": [(1, 0.5), (2, 0.4)]}
 
     first = report_result(params, training.key, {"recall_at_1": 0.8}, curves, [plot], model_file)
     assert first["run_id"] == training.run_id and not first["new_run"]
@@ -108,8 +108,8 @@ def test_one_run_per_result_and_model_logged_once(store):
     assert new.data.params["miner.rho_distance.p"] == "0.4" and new.data.params["eval.recall_at"] == "1,16"
     assert new.data.tags[MODEL_RUN_TAG] == training.run_id
     assert new.data.tags["dml.model_uri"] == f"runs:/{training.run_id}/model/model.pt"
-    assert _history(client, new.info.run_id, "train_loss") == [(1, 0.5), (2, 0.4)]
-    assert _history(client, training.run_id, "test_recall_at_1") == [(1, 0.3)]
+    assert _history(client, new.info.run_id, "train/loss") == [(1, 0.5), (2, 0.4)]
+    assert _history(client, training.run_id, "train/test_recall_at_1") == [(1, 0.3)]
     assert [a.path for a in client.list_artifacts(new.info.run_id)] == ["plots"]  # no second copy of the model
     assert [a.path for a in client.list_artifacts(training.run_id, "model")] == ["model/model.pt"]
     assert client.get_run(training.run_id).data.metrics["recall_at_1"] == 0.8
@@ -138,8 +138,8 @@ def test_outage_records_wait_and_arrive_later_without_duplicates(store, monkeypa
     assert sync_all(uri, outbox_root()) == {}  # nothing pending any more
     client, runs = _runs(params)
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
-    assert _history(client, runs[0].info.run_id, "train_loss") == [(1, 1.0), (2, 0.5), (3, 1.0 / 3)]
-    assert _history(client, runs[0].info.run_id, "epoch_seconds") == [(1, 2.0), (2, 2.0), (3, 2.0)]
+    assert _history(client, runs[0].info.run_id, "train/loss") == [(1, 1.0), (2, 0.5), (3, 1.0 / 3)]
+    assert _history(client, runs[0].info.run_id, "train/epoch_seconds") == [(1, 2.0), (2, 2.0), (3, 2.0)]
 
 
 def test_half_applied_record_is_not_logged_twice(store):
@@ -157,7 +157,7 @@ def test_half_applied_record_is_not_logged_twice(store):
     run.outbox.marker.unlink()
     run.log_epoch(3, {"loss": 0.7})
     assert run.sync()
-    assert _history(client, run.run_id, "train_loss") == [(1, 0.9), (2, 0.8), (3, 0.7)]
+    assert _history(client, run.run_id, "train/loss") == [(1, 0.9), (2, 0.8), (3, 0.7)]
     assert client.get_run(run.run_id).data.tags[KEY_TAG] == run.key
 
 
@@ -190,7 +190,7 @@ def test_resumed_training_continues_its_run_and_fills_the_curve(store):
     assert again.run_id == run.run_id
     client, runs = _runs(params)
     assert len(runs) == 1
-    assert _history(client, run.run_id, "train_loss") == [(1, 0.9), (2, 0.8), (3, 0.7)]
+    assert _history(client, run.run_id, "train/loss") == [(1, 0.9), (2, 0.8), (3, 0.7)]
 
 
 def test_abandoned_training_is_marked_killed_and_a_new_config_gets_a_new_run(store):
@@ -209,8 +209,8 @@ def test_abandoned_training_is_marked_killed_and_a_new_config_gets_a_new_run(sto
     by_id = {r.info.run_id: r for r in runs}
     assert by_id[old.run_id].info.status == "KILLED" and by_id[old.run_id].data.params["optim.lr"] == "0.001"
     assert by_id[new.run_id].info.status == "FINISHED" and by_id[new.run_id].data.params["optim.lr"] == "0.0025"
-    assert _history(client, old.run_id, "train_loss") == [(1, 0.9)]
-    assert _history(client, new.run_id, "train_loss") == [(1, 0.5)]
+    assert _history(client, old.run_id, "train/loss") == [(1, 0.9)]
+    assert _history(client, new.run_id, "train/loss") == [(1, 0.5)]
 
 
 def _start_server(port: int, backend: Path, artifacts: Path) -> subprocess.Popen:
@@ -274,9 +274,9 @@ def test_loopback_server_killed_and_restarted_during_training(store, monkeypatch
         client = mlflow.MlflowClient(f"http://127.0.0.1:{port}")
         runs = client.search_runs([client.get_experiment_by_name(params.tracking.experiment).experiment_id])
         assert len(runs) == 1 and runs[0].info.status == "FINISHED"
-        steps = [step for step, _ in _history(client, runs[0].info.run_id, "train_loss")]
+        steps = [step for step, _ in _history(client, runs[0].info.run_id, "train/loss")]
         assert steps == [1, 2, 3, 4, 5]
-        assert len(_history(client, runs[0].info.run_id, "epoch_seconds")) == 5
+        assert len(_history(client, runs[0].info.run_id, "train/epoch_seconds")) == 5
     finally:
         _stop_server(server)
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: MLflow store")]
