@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -419,7 +420,12 @@ def test_failures_are_reported_and_only_transient_ones_retried(tmp_path):
     flaky.write_text("fail-bad-s0\n")  # the bad one fails for its own reason only
     result = run_sweep(repo, "sweeps/fail.yaml", env={"STUB_ATTEMPTS": str(attempts), "STUB_FLAKY": str(flaky)}, check=False)
     assert result.returncode == 1
-    assert "fail-bad-s0: failed: fail-bad-s0: dvc exp run exited 1: error in stage stub: optim.lr 0.0123" in result.stdout
+    assert re.search(r"^fail-bad-s0: failed: fail-bad-s0: dvc exp run exited \d+: error in stage stub: optim.lr 0.0123", result.stdout, re.M)
     assert ran(result) == ["fail-good-s0"]
     assert sorted(attempts.read_text().split()) == ["fail-bad-s0", "fail-good-s0", "fail-good-s0"]
     assert "sweep fail: 1 of 2 runs done, 1 failed" in result.stdout
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("glyphs-dml").experiment_id])
+    assert [r.info.status for r in runs if r.data.tags.get("dml.role") == "sweep"] == ["FAILED"]
