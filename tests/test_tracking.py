@@ -281,3 +281,86 @@ def test_loopback_server_killed_and_restarted_during_training(store, monkeypatch
         _stop_server(server)
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: MLflow store")]
     assert len(warnings) == 1
+
+
+@pytest.mark.parametrize(
+    ("raw", "name", "variant"),
+    [
+        ({}, "seed=0", "defaults"),
+        ({"loss": {"name": "arcface"}, "train": {"seed": 1}}, "loss=arcface seed=1", "loss=arcface"),  # miner auto -> none: no difference
+        ({"loss": {"name": "npair"}}, "loss=npair seed=0", "loss=npair"),  # normalize auto -> false: no difference
+        ({"miner": {"name": "rho_distance", "rho_distance": {"p": 0.2}}, "train": {"seed": 2}},
+         "miner=rho_distance p=0.2 seed=2", "miner=rho_distance p=0.2"),
+        ({"miner": {"name": "distance", "rho_distance": {"p": 0.2}}}, "seed=0", "defaults"),  # an unselected knob
+        ({"loss": {"name": "triplet", "triplet": {"margin": 0.3}}, "miner": {"name": "semihard", "semihard": {"margin": 0.3}}},
+         "loss=triplet triplet.margin=0.3 miner=semihard semihard.margin=0.3 seed=0",
+         "loss=triplet triplet.margin=0.3 miner=semihard semihard.margin=0.3"),
+        ({"train": {"epochs": 1, "batch_size": 32, "num_threads": 1}, "embed": {"batch_size": 64}, "eval": {"kmeans_iters": 5},
+          "optim": {"lr": 0.002}}, "lr=0.002 epochs=1 train.batch_size=32 embed.batch_size=64 +1 seed=0",
+         "lr=0.002 epochs=1 train.batch_size=32 embed.batch_size=64 kmeans_iters=5"),
+    ],
+)
+def test_run_name_and_variant_say_what_differs_from_the_defaults(monkeypatch, raw, name, variant):
+    """Reference: the schema's defaults (parse_params({})), diffed by hand: training choices first,
+    at most four keys then a count, the seed always; values `auto` resolves to and knobs of
+    unselected methods are no difference; train.num_threads changes no number and is left out."""
+    from dml.tracking import run_name, run_tags
+
+    for env in ("DML_SWEEP", "DML_VARIANT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", "DVC_STAGE"):
+        monkeypatch.delenv(env, raising=False)
+    params = parse_params(raw)
+    assert run_name(params) == name
+    tags = run_tags(params)
+    assert tags["dml.variant"] == variant and "dml.sweep" not in tags
+    monkeypatch.setenv("DML_SWEEP", "study")
+    monkeypatch.setenv("DML_VARIANT", "v1")
+    monkeypatch.setenv("DVC_EXP_BASELINE_REV", "c" * 40)
+    monkeypatch.setenv("DVC_STAGE", "train")
+    tags = run_tags(params)
+    assert (tags["dml.variant"], tags["dml.sweep"]) == ("v1", "study")
+    assert (tags["mlflow.source.git.commit"], tags["mlflow.source.name"]) == ("c" * 40, "dvc.yaml:train")
+
+
+def test_runs_of_a_sweep_nest_under_its_run_even_when_synced_first(store, monkeypatch):
+    """Reference: MLflow's nesting tag ``mlflow.parentRunId``. A run opened with the sweep's run
+    key in DML_SWEEP_RUN_KEY links to the sweep's run; synced before it (the sweep's outbox keeps
+    changing while its experiments run), the sweep's run is synced first, and only once."""
+    from dml.tracking import SWEEP_RUN_ENV, Tracker
+
+    params = parse_params({})
+    parent = Tracker(params, "sweep-s-0123", head={"name": "sweep s", "tags": {"dml.role": "sweep"}, "params": {"sweep.file": "s.yaml"}})
+    monkeypatch.setenv(SWEEP_RUN_ENV, parent.key)
+    child = TrainingRun(params, FINGERPRINT, "child")  # syncs: the parent's outbox goes first
+    child.finish()
+    client, runs = _runs(params)
+    assert len(runs) == 2
+    sweep_run = next(r for r in runs if r.data.tags.get("dml.role") == "sweep")
+    assert sweep_run.info.run_name == "sweep s" and sweep_run.data.params == {"sweep.file": "s.yaml"}
+    assert client.get_run(child.run_id).data.tags["mlflow.parentRunId"] == sweep_run.info.run_id
+    assert client.get_run(child.run_id).data.tags["mlflow.runName"] == "seed=0"
+
+
+def test_report_groups_metrics_by_prefix(store, monkeypatch):
+    """The report stage's record: eval/ (metrics/eval.json), space/ (metrics/spectrum.json),
+    train/ (metrics/train.json and the per-epoch curves), index/ (index/meta.json), values as in
+    the files."""
+    from stages.report import report
+
+    monkeypatch.chdir(store)
+    files = {"metrics/eval.json": {"recall_at_1": 0.8, "nmi": 0.7}, "metrics/spectrum.json": {"rho": 0.6, "pi_ratio": 0.5},
+             "metrics/train.json": {"final_loss": 0.2, "epochs": 2}, "index/meta.json": {"build_seconds": 0.1, "factory": "Flat"}}
+    for name, payload in files.items():
+        (store / name).parent.mkdir(parents=True, exist_ok=True)
+        (store / name).write_text(json.dumps(payload))
+    (store / "metrics/train_curve.csv").write_text("epoch,loss,test_recall_at_1,train_rho_skip1\n1,0.5,0.6,\n2,0.2,0.8,0.4\n")
+    for name in ("plots/spectrum.png", "plots/gallery.png", "models/model.pt"):
+        (store / name).parent.mkdir(parents=True, exist_ok=True)
+        (store / name).write_bytes(b"x")
+    params = parse_params({"tracking": {"log_model": False}})
+    report(params)
+    client, runs = _runs(params)
+    assert len(runs) == 1
+    assert runs[0].data.metrics == {"eval/recall_at_1": 0.8, "eval/nmi": 0.7, "space/rho": 0.6, "space/pi_ratio": 0.5,
+                                    "train/final_loss": 0.2, "train/epochs": 2, "index/build_seconds": 0.1,
+                                    "train/loss": 0.2, "train/test_recall_at_1": 0.8, "train/rho_skip1": 0.4}
+    assert _history(client, runs[0].info.run_id, "train/loss") == [(1, 0.5), (2, 0.2)]
