@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -138,7 +137,9 @@ def sweep_flow(sweep_file: str) -> dict[str, str]:
                 f"{len(state.to_run)} to run, at most {sweep.spec.concurrency} at a time")
     if state.stale:
         logger.info(f"replacing experiments run with other params: {', '.join(state.stale)}")
-        subprocess.run(dvc_command("exp", "remove", *state.stale), cwd=root, check=True, capture_output=True)
+        removed = stream(dvc_command("exp", "remove", *state.stale), root, logger, "[exp remove] ")
+        if removed.returncode != 0:  # each of them then fails on its name, and says so
+            logger.error(f"dvc exp remove failed (exit {removed.returncode}): {_reason(removed.lines)}")
     parent = parent_run(sweep)
     parent.set_status("RUNNING")
     parent.log_artifact(sweep.path, "sweep")
@@ -199,7 +200,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     started = time.perf_counter()
     runner = ThreadPoolTaskRunner(max_workers=sweep.spec.concurrency)
-    outcome = sweep_flow.with_options(task_runner=runner)(args.sweep)
+    try:
+        outcome = sweep_flow.with_options(task_runner=runner)(args.sweep)
+    except (SweepError, ExperimentsError) as err:  # the repository changed under the sweep, say
+        print(str(err), file=sys.stderr)
+        raise SystemExit(1) from None
     for name, text in outcome.items():
         print(f"{name}: {text}")
     failed = [name for name, text in outcome.items() if text.startswith("failed")]
