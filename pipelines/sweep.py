@@ -82,7 +82,7 @@ def run_experiment(root: str, name: str, set_args: list[str], env: dict[str, str
     if result.returncode != 0:
         transient = result.returncode < 0 or any(m in line for line in result.lines for m in TRANSIENT_MARKERS)
         error = TransientFailure if transient else ExperimentFailed
-        raise error(f"{name}: dvc exp run exited {result.returncode}: {_reason(result.lines)}")
+        raise error(f"dvc exp run exited {result.returncode}: {_reason(result.lines)}")
     return time.perf_counter() - started
 
 
@@ -145,19 +145,24 @@ def sweep_flow(sweep_file: str) -> dict[str, str]:
     parent.log_artifact(sweep.path, "sweep")
     parent.sync()
     by_name = {run.exp_name: run for run in sweep.runs}
-    futures = {}
-    for name in state.to_run:
-        env = {SWEEP_ENV: sweep.spec.name, VARIANT_ENV: by_name[name].variant, SWEEP_RUN_ENV: parent.key}
-        futures[name] = run_experiment.submit(root, name, sweep.set_args[name], env)
     outcome = {name: "skipped (done)" for name in state.done}
-    for name, future in futures.items():
-        future.wait()
-        if future.state.is_completed():
-            outcome[name] = f"ran in {future.result():.1f} s"
-        else:
-            error = future.state.result(raise_on_failure=False)
-            outcome[name] = f"failed: {error}"
-            logger.error(f"{name} failed: {error}")
+    try:
+        futures = {}
+        for name in state.to_run:
+            env = {SWEEP_ENV: sweep.spec.name, VARIANT_ENV: by_name[name].variant, SWEEP_RUN_ENV: parent.key}
+            futures[name] = run_experiment.submit(root, name, sweep.set_args[name], env)
+        for name, future in futures.items():
+            future.wait()
+            if future.state.is_completed():
+                outcome[name] = f"ran in {future.result():.1f} s"
+            else:
+                error = future.state.result(raise_on_failure=False)
+                outcome[name] = f"failed: {error}"
+                logger.error(f"{name} failed: {error}")
+    except BaseException:  # interrupted: the sweep's run says so (a rerun reopens it)
+        parent.set_status("KILLED")
+        parent.sync()
+        raise
     runs, _, files = aggregate(sweep, list_experiments(root), root)
     for path in files:
         parent.log_artifact(path, "report")

@@ -420,7 +420,7 @@ def test_failures_are_reported_and_only_transient_ones_retried(tmp_path):
     flaky.write_text("fail-bad-s0\n")  # the bad one fails for its own reason only
     result = run_sweep(repo, "sweeps/fail.yaml", env={"STUB_ATTEMPTS": str(attempts), "STUB_FLAKY": str(flaky)}, check=False)
     assert result.returncode == 1
-    assert re.search(r"^fail-bad-s0: failed: fail-bad-s0: dvc exp run exited \d+: error in stage stub: optim.lr 0.0123", result.stdout, re.M)
+    assert re.search(r"^fail-bad-s0: failed: dvc exp run exited \d+: error in stage stub: optim.lr 0.0123", result.stdout, re.M)
     assert ran(result) == ["fail-good-s0"]
     assert sorted(attempts.read_text().split()) == ["fail-bad-s0", "fail-good-s0", "fail-good-s0"]
     assert "sweep fail: 1 of 2 runs done, 1 failed" in result.stdout

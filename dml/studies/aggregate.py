@@ -81,7 +81,16 @@ def collect_runs(plan: Plan, experiments: dict[str, Experiment],
             continue
         rows.append({"exp": run.exp_name, "variant": run.variant, "seed": run.seed, **run_values(exp, read_curve(exp))})
     frame = pd.DataFrame(rows, columns=ID_COLUMNS if not rows else None)
+    frame = frame[ID_COLUMNS + sorted(metric_columns(frame), key=_column_rank)]
     return frame.sort_values(["variant", "seed"], key=_variant_order(plan)).reset_index(drop=True)
+
+
+def _column_rank(column: str) -> tuple[int, int, str]:
+    """Recall@k by k, then NMI, MAP@R, the spectrum's rho, the training rho, pi_ratio."""
+    if column.startswith("recall_at_"):
+        return (0, *_recall_k(column))
+    group = 4 if column == TRAIN_RHO else 3 if column.startswith("rho_") else {"nmi": 1, "map_at_r": 2, "pi_ratio": 5}.get(column, 6)
+    return (group, 0, column)
 
 
 def _variant_order(plan: Plan) -> Callable[[pd.Series], pd.Series]:
