@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from dml.config import PARAMS_FILE, ConfigError, parse_params, read_yaml
@@ -129,10 +128,9 @@ def load_sweep(path: Path | str) -> SweepSpec:
     if not path.is_file():
         raise SweepError(f"{path}: sweep file not found")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        raise SweepError(f"{path}:{f' line {mark.line + 1}' if mark else ''} invalid YAML: {getattr(err, 'problem', err)}") from None
+        raw = read_yaml(path)  # as params.yaml is read (YAML 1.2): `off` is a string, `1e-3` a number
+    except ConfigError as err:
+        raise SweepError(str(err)) from None
     if not isinstance(raw, dict):
         raise SweepError(f"{path}: top level must be a mapping (name, base, grid or variants, seeds, concurrency)")
     try:
