@@ -178,6 +178,18 @@ def test_hydra_values_read_back_as_meant(value, text):
     assert OverridesParser.create().parse_override(f"k={text}").value() == value
 
 
+def test_a_key_params_yaml_lacks_is_added_with_plus(tmp_path):
+    """A schema key that params.yaml does not spell out is set with Hydra's `+key=value` (plain
+    `key=value` is refused by DVC for a missing key); the check runs it through DVC's machinery."""
+    text = (ROOT / "params.yaml").read_text()
+    params = tmp_path / "params.yaml"
+    params.write_text("\n".join(line for line in text.splitlines() if not line.strip().startswith("spectrum_sample:")) + "\n")
+    path = write(tmp_path / "s.yaml", "name: s\ngrid: {train.spectrum_sample: [256]}\nseeds: [0]\n")
+    sweep = plan(path, params)
+    assert sweep.set_args["s-256-s0"] == ["-S", "+train.spectrum_sample=256", "-S", "train.seed=0"]
+    assert sweep.params["s-256-s0"]["train"]["spectrum_sample"] == 256
+
+
 def test_dvc_set_param_keeps_params_readable(tmp_path):
     """DVC's -S rewrite of params.yaml (ruamel) drops the quotes of "off" and turns flow lists into
     block lists; the pipeline reads the rewritten file as the same params (YAML 1.2, like DVC)."""
