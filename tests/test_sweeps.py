@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dml.studies.aggregate import collect_runs, last_recorded, markdown, spearman, summarize, write_report
+from dml.studies.aggregate import collect_runs, last_recorded, spearman, summarize, write_report
 from dml.studies.experiments import Experiment, parse_exp_show
 from dml.studies.sweep import SweepError, expand, grid_variant_name, hydra_value, load_sweep, plan
 from tests.test_pipeline import ROOT
