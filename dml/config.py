@@ -18,7 +18,6 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from dml.data.config import DataConfig
@@ -353,13 +352,22 @@ def load_params(path: Path | str = PARAMS_FILE) -> Params:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: file not found (run from the repository root)")
+    return parse_params(read_yaml(path), path)
+
+
+def read_yaml(path: Path | str) -> Any:
+    """A params-style YAML file read as DVC reads and writes it (YAML 1.2, ruamel): ``dvc exp run
+    -S`` rewrites params.yaml with ruamel, which writes the string ``"off"`` unquoted, and a YAML 1.1
+    reader (PyYAML) would take that ``off`` for False. Raises :class:`ConfigError` naming the line."""
+    from ruamel.yaml import YAML, YAMLError
+
+    path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
+        return YAML(typ="safe", pure=True).load(path.read_text())
+    except YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}:{where} invalid YAML: {getattr(err, 'problem', err)}") from None
-    return parse_params(raw, path)
+        raise ConfigError(f"{path}:{where} invalid YAML: {getattr(err, 'problem', None) or err}") from None
 
 
 def repo_root() -> Path:

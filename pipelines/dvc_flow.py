@@ -5,7 +5,8 @@ runs ``dvc --wait-for-lock repro --single-item <stage>`` once its upstream tasks
 alone decides whether the stage is changed (and runs it) or is skipped; stages whose upstream
 tasks are done run concurrently. DVC releases its repository lock while a stage command runs,
 so concurrent stages really overlap; ``--wait-for-lock`` serialises only the short
-check/commit phases. Works offline with no Prefect server configured (ephemeral API).
+check/commit phases. Works offline with no Prefect server configured (ephemeral API, set up in
+``pipelines/__init__.py``); each stage's output is streamed into the task's log as it is printed.
 
 Usage: ``python -m pipelines.dvc_flow [--root .] [--stage report]``.
 """
@@ -14,24 +15,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-# Offline by default (set before Prefect is imported): no analytics, and an ephemeral local API
-# when no server is configured.
-os.environ.setdefault("DO_NOT_TRACK", "true")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_ENABLED", "true")
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+import networkx as nx
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
 
-import networkx as nx  # noqa: E402
-from prefect import flow, get_run_logger, task  # noqa: E402
-from prefect.cache_policies import NO_CACHE  # noqa: E402
-from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
+from pipelines._process import dvc_command, stream
 
 
 def stage_dag(root: Path | str, target: str | None = None) -> dict[str, list[str]]:
@@ -58,19 +49,10 @@ def stage_dag(root: Path | str, target: str | None = None) -> dict[str, list[str
 @task(cache_policy=NO_CACHE, task_run_name="dvc:{stage}", retries=1, retry_delay_seconds=2)
 def repro_stage(root: str, stage: str) -> bool:
     """Reproduce one stage if DVC finds it changed; returns whether it ran."""
-    logger = get_run_logger()
-    result = subprocess.run(
-        [sys.executable, "-m", "dvc", "--wait-for-lock", "repro", "--single-item", stage],
-        cwd=root,
-        capture_output=True,
-        text=True,
-    )
-    for line in (result.stdout + result.stderr).splitlines():
-        if line.strip():
-            logger.info(line)
+    result = stream(dvc_command("repro", "--single-item", stage), root, get_run_logger())
     if result.returncode != 0:
         raise RuntimeError(f"dvc repro {stage} failed with exit code {result.returncode}")
-    return f"Running stage '{stage}'" in result.stdout
+    return f"Running stage '{stage}'" in result.output
 
 
 @flow(name="dvc-pipeline", task_runner=ThreadPoolTaskRunner(max_workers=4))

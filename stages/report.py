@@ -42,7 +42,7 @@ def read_curves() -> dict[str, list[tuple[int, float]]]:
 
 
 def plot_curves(curves: dict[str, list[tuple[int, float]]]) -> None:
-    shown = [name for name in ("train_loss", "test_recall_at_1") if name in curves]
+    shown = [name for name in (CURVE_METRICS["loss"], CURVE_METRICS["test_recall_at_1"]) if name in curves]
     fig, axes = plt.subplots(1, len(shown), figsize=(4.5 * len(shown), 3.2), dpi=120, squeeze=False)
     for ax, name in zip(axes[0], shown):
         steps, values = zip(*curves[name])
@@ -56,7 +56,7 @@ def plot_curves(curves: dict[str, list[tuple[int, float]]]) -> None:
     plt.close(fig)
 
 
-# (panel title, [(curve, legend)], y label) of the spectrum-over-training figure
+# (panel title, [(curve column, legend)], y label) of the spectrum-over-training figure
 SPECTRUM_PANELS = [
     ("test Recall@1", [("test_recall_at_1", "R@1")], "Recall@1"),
     ("spectral decay rho (lower: flatter)", [("train_rho", "rho"), ("train_rho_skip1", "rho, largest value dropped (paper)")], "KL(U || s)"),
@@ -69,7 +69,8 @@ def plot_spectrum_over_training(curves: dict[str, list[tuple[int, float]]]) -> N
     """How the training embeddings' spectrum and density evolve, next to test Recall@1 (the
     paper's argument is about that evolution)."""
     fig, axes = plt.subplots(1, len(SPECTRUM_PANELS), figsize=(4.2 * len(SPECTRUM_PANELS), 3.4), dpi=120)
-    for ax, (title, lines, ylabel) in zip(axes, SPECTRUM_PANELS):
+    for ax, (title, columns, ylabel) in zip(axes, SPECTRUM_PANELS):
+        lines = [(CURVE_METRICS[column], label) for column, label in columns]
         for name, label in lines:
             if name in curves:
                 steps, values = zip(*curves[name])
@@ -92,12 +93,12 @@ def plot_spectrum_over_training(curves: dict[str, list[tuple[int, float]]]) -> N
 
 def report(params: Params) -> None:
     metrics: dict[str, float] = {}
-    # index/meta.json's numbers (build seconds, ms per query, bytes, ...) as index_*: index types
-    # are compared side by side in MLflow like any other ablation.
-    for path, prefix in ((EVAL_METRICS, ""), (SPECTRUM_METRICS, ""), (TRAIN_METRICS, ""), (INDEX_META, "index_")):
+    # Grouped by prefix (see dml.tracking.METRIC_GROUPS); index/meta.json's numbers (build seconds,
+    # ms per query, bytes, ...) too: index types are compared side by side like any other ablation.
+    for path, group in ((EVAL_METRICS, "eval"), (SPECTRUM_METRICS, "space"), (TRAIN_METRICS, "train"), (INDEX_META, "index")):
         for key, value in read_json(path).items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
-                metrics[prefix + key] = value
+                metrics[f"{group}/{key}"] = value
     curves = read_curves()
     plot_curves(curves)
     training_run = read_json(TRAIN_RUN).get("run_key") if TRAIN_RUN.is_file() else None

@@ -142,7 +142,7 @@ def test_full_then_selective_reruns(repo):
     assert len(runs) == reports, "one MLflow run per reported result"
     latest = max(runs, key=lambda r: r.info.start_time)
     assert latest.data.params["miner.name"] == "random"
-    assert "recall_at_1" in latest.data.metrics and "rho" in latest.data.metrics
+    assert "eval/recall_at_1" in latest.data.metrics and "space/rho" in latest.data.metrics
 
 
 def test_malformed_params_fail_fast_and_change_nothing(repo):
@@ -173,7 +173,7 @@ def test_temp_experiment_logs_to_the_repository_store(repo):
     assert len(runs) == before + 1
     tagged = [r for r in runs if r.data.tags.get("dvc.exp_name") == "r16"]
     assert len(tagged) == 1 and tagged[0].data.params["eval.recall_at"] == "1,2,4,16"
-    assert "recall_at_16" in tagged[0].data.metrics
+    assert "eval/recall_at_16" in tagged[0].data.metrics
     assert tagged[0].data.tags.get("dml.model_run_id"), "a result of an existing model links the run holding it"
 
 

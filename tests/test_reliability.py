@@ -192,7 +192,7 @@ def _curve(repo: Path, run_id: str) -> list[int]:
     import mlflow
 
     client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
-    return [m.step for m in client.get_metric_history(run_id, "train_loss")]
+    return [m.step for m in client.get_metric_history(run_id, "train/loss")]
 
 
 @pytest.fixture()

@@ -93,7 +93,7 @@ def test_one_run_per_result_and_model_logged_once(store):
     training.log_artifact(model_file, "model")
     training.finish()
     assert training.run_id is not None
-    curves = {"train_loss": [(1, 0.5), (2, 0.4)]}
+    curves = {"train/loss": [(1, 0.5), (2, 0.4)]}
 
     first = report_result(params, training.key, {"recall_at_1": 0.8}, curves, [plot], model_file)
     assert first["run_id"] == training.run_id and not first["new_run"]
@@ -108,8 +108,8 @@ def test_one_run_per_result_and_model_logged_once(store):
     assert new.data.params["miner.rho_distance.p"] == "0.4" and new.data.params["eval.recall_at"] == "1,16"
     assert new.data.tags[MODEL_RUN_TAG] == training.run_id
     assert new.data.tags["dml.model_uri"] == f"runs:/{training.run_id}/model/model.pt"
-    assert _history(client, new.info.run_id, "train_loss") == [(1, 0.5), (2, 0.4)]
-    assert _history(client, training.run_id, "test_recall_at_1") == [(1, 0.3)]
+    assert _history(client, new.info.run_id, "train/loss") == [(1, 0.5), (2, 0.4)]
+    assert _history(client, training.run_id, "train/test_recall_at_1") == [(1, 0.3)]
     assert [a.path for a in client.list_artifacts(new.info.run_id)] == ["plots"]  # no second copy of the model
     assert [a.path for a in client.list_artifacts(training.run_id, "model")] == ["model/model.pt"]
     assert client.get_run(training.run_id).data.metrics["recall_at_1"] == 0.8
@@ -138,8 +138,8 @@ def test_outage_records_wait_and_arrive_later_without_duplicates(store, monkeypa
     assert sync_all(uri, outbox_root()) == {}  # nothing pending any more
     client, runs = _runs(params)
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
-    assert _history(client, runs[0].info.run_id, "train_loss") == [(1, 1.0), (2, 0.5), (3, 1.0 / 3)]
-    assert _history(client, runs[0].info.run_id, "epoch_seconds") == [(1, 2.0), (2, 2.0), (3, 2.0)]
+    assert _history(client, runs[0].info.run_id, "train/loss") == [(1, 1.0), (2, 0.5), (3, 1.0 / 3)]
+    assert _history(client, runs[0].info.run_id, "train/epoch_seconds") == [(1, 2.0), (2, 2.0), (3, 2.0)]
 
 
 def test_half_applied_record_is_not_logged_twice(store):
@@ -157,7 +157,7 @@ def test_half_applied_record_is_not_logged_twice(store):
     run.outbox.marker.unlink()
     run.log_epoch(3, {"loss": 0.7})
     assert run.sync()
-    assert _history(client, run.run_id, "train_loss") == [(1, 0.9), (2, 0.8), (3, 0.7)]
+    assert _history(client, run.run_id, "train/loss") == [(1, 0.9), (2, 0.8), (3, 0.7)]
     assert client.get_run(run.run_id).data.tags[KEY_TAG] == run.key
 
 
@@ -190,7 +190,7 @@ def test_resumed_training_continues_its_run_and_fills_the_curve(store):
     assert again.run_id == run.run_id
     client, runs = _runs(params)
     assert len(runs) == 1
-    assert _history(client, run.run_id, "train_loss") == [(1, 0.9), (2, 0.8), (3, 0.7)]
+    assert _history(client, run.run_id, "train/loss") == [(1, 0.9), (2, 0.8), (3, 0.7)]
 
 
 def test_abandoned_training_is_marked_killed_and_a_new_config_gets_a_new_run(store):
@@ -209,8 +209,8 @@ def test_abandoned_training_is_marked_killed_and_a_new_config_gets_a_new_run(sto
     by_id = {r.info.run_id: r for r in runs}
     assert by_id[old.run_id].info.status == "KILLED" and by_id[old.run_id].data.params["optim.lr"] == "0.001"
     assert by_id[new.run_id].info.status == "FINISHED" and by_id[new.run_id].data.params["optim.lr"] == "0.0025"
-    assert _history(client, old.run_id, "train_loss") == [(1, 0.9)]
-    assert _history(client, new.run_id, "train_loss") == [(1, 0.5)]
+    assert _history(client, old.run_id, "train/loss") == [(1, 0.9)]
+    assert _history(client, new.run_id, "train/loss") == [(1, 0.5)]
 
 
 def _start_server(port: int, backend: Path, artifacts: Path) -> subprocess.Popen:
@@ -274,10 +274,93 @@ def test_loopback_server_killed_and_restarted_during_training(store, monkeypatch
         client = mlflow.MlflowClient(f"http://127.0.0.1:{port}")
         runs = client.search_runs([client.get_experiment_by_name(params.tracking.experiment).experiment_id])
         assert len(runs) == 1 and runs[0].info.status == "FINISHED"
-        steps = [step for step, _ in _history(client, runs[0].info.run_id, "train_loss")]
+        steps = [step for step, _ in _history(client, runs[0].info.run_id, "train/loss")]
         assert steps == [1, 2, 3, 4, 5]
-        assert len(_history(client, runs[0].info.run_id, "epoch_seconds")) == 5
+        assert len(_history(client, runs[0].info.run_id, "train/epoch_seconds")) == 5
     finally:
         _stop_server(server)
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: MLflow store")]
     assert len(warnings) == 1
+
+
+@pytest.mark.parametrize(
+    ("raw", "name", "variant"),
+    [
+        ({}, "seed=0", "defaults"),
+        ({"loss": {"name": "arcface"}, "train": {"seed": 1}}, "loss=arcface seed=1", "loss=arcface"),  # miner auto -> none: no difference
+        ({"loss": {"name": "npair"}}, "loss=npair seed=0", "loss=npair"),  # normalize auto -> false: no difference
+        ({"miner": {"name": "rho_distance", "rho_distance": {"p": 0.2}}, "train": {"seed": 2}},
+         "miner=rho_distance p=0.2 seed=2", "miner=rho_distance p=0.2"),
+        ({"miner": {"name": "distance", "rho_distance": {"p": 0.2}}}, "seed=0", "defaults"),  # an unselected knob
+        ({"loss": {"name": "triplet", "triplet": {"margin": 0.3}}, "miner": {"name": "semihard", "semihard": {"margin": 0.3}}},
+         "loss=triplet triplet.margin=0.3 miner=semihard semihard.margin=0.3 seed=0",
+         "loss=triplet triplet.margin=0.3 miner=semihard semihard.margin=0.3"),
+        ({"train": {"epochs": 1, "batch_size": 32, "num_threads": 1}, "embed": {"batch_size": 64}, "eval": {"kmeans_iters": 5},
+          "optim": {"lr": 0.002}}, "lr=0.002 epochs=1 train.batch_size=32 embed.batch_size=64 +1 seed=0",
+         "lr=0.002 epochs=1 train.batch_size=32 embed.batch_size=64 kmeans_iters=5"),
+    ],
+)
+def test_run_name_and_variant_say_what_differs_from_the_defaults(monkeypatch, raw, name, variant):
+    """Reference: the schema's defaults (parse_params({})), diffed by hand: training choices first,
+    at most four keys then a count, the seed always; values `auto` resolves to and knobs of
+    unselected methods are no difference; train.num_threads changes no number and is left out."""
+    from dml.tracking import run_name, run_tags
+
+    for env in ("DML_SWEEP", "DML_VARIANT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", "DVC_STAGE"):
+        monkeypatch.delenv(env, raising=False)
+    params = parse_params(raw)
+    assert run_name(params) == name
+    tags = run_tags(params)
+    assert tags["dml.variant"] == variant and "dml.sweep" not in tags
+    monkeypatch.setenv("DML_SWEEP", "study")
+    monkeypatch.setenv("DML_VARIANT", "v1")
+    monkeypatch.setenv("DVC_EXP_BASELINE_REV", "c" * 40)
+    monkeypatch.setenv("DVC_STAGE", "train")
+    tags = run_tags(params)
+    assert (tags["dml.variant"], tags["dml.sweep"]) == ("v1", "study")
+    assert (tags["mlflow.source.git.commit"], tags["mlflow.source.name"]) == ("c" * 40, "dvc.yaml:train")
+
+
+def test_runs_of_a_sweep_nest_under_its_run_even_when_synced_first(store, monkeypatch):
+    """Reference: MLflow's nesting tag ``mlflow.parentRunId``. A run opened with the sweep's run
+    key in DML_SWEEP_RUN_KEY links to the sweep's run; synced before it (the sweep's outbox keeps
+    changing while its experiments run), the sweep's run is synced first, and only once."""
+    from dml.tracking import SWEEP_RUN_ENV, Tracker
+
+    params = parse_params({})
+    parent = Tracker(params, "sweep-s-0123", head={"name": "sweep s", "tags": {"dml.role": "sweep"}, "params": {"sweep.file": "s.yaml"}})
+    monkeypatch.setenv(SWEEP_RUN_ENV, parent.key)
+    child = TrainingRun(params, FINGERPRINT, "child")  # syncs: the parent's outbox goes first
+    child.finish()
+    client, runs = _runs(params)
+    assert len(runs) == 2
+    sweep_run = next(r for r in runs if r.data.tags.get("dml.role") == "sweep")
+    assert sweep_run.info.run_name == "sweep s" and sweep_run.data.params == {"sweep.file": "s.yaml"}
+    assert client.get_run(child.run_id).data.tags["mlflow.parentRunId"] == sweep_run.info.run_id
+    assert client.get_run(child.run_id).data.tags["mlflow.runName"] == "seed=0"
+
+
+def test_report_groups_metrics_by_prefix(store, monkeypatch):
+    """The report stage's record: eval/ (metrics/eval.json), space/ (metrics/spectrum.json),
+    train/ (metrics/train.json and the per-epoch curves), index/ (index/meta.json), values as in
+    the files."""
+    from stages.report import report
+
+    monkeypatch.chdir(store)
+    files = {"metrics/eval.json": {"recall_at_1": 0.8, "nmi": 0.7}, "metrics/spectrum.json": {"rho": 0.6, "pi_ratio": 0.5},
+             "metrics/train.json": {"final_loss": 0.2, "epochs": 2}, "index/meta.json": {"build_seconds": 0.1, "factory": "Flat"}}
+    for name, payload in files.items():
+        (store / name).parent.mkdir(parents=True, exist_ok=True)
+        (store / name).write_text(json.dumps(payload))
+    (store / "metrics/train_curve.csv").write_text("epoch,loss,test_recall_at_1,train_rho_skip1\n1,0.5,0.6,\n2,0.2,0.8,0.4\n")
+    for name in ("plots/spectrum.png", "plots/gallery.png", "models/model.pt"):
+        (store / name).parent.mkdir(parents=True, exist_ok=True)
+        (store / name).write_bytes(b"x")
+    params = parse_params({"tracking": {"log_model": False}})
+    report(params)
+    client, runs = _runs(params)
+    assert len(runs) == 1
+    assert runs[0].data.metrics == {"eval/recall_at_1": 0.8, "eval/nmi": 0.7, "space/rho": 0.6, "space/pi_ratio": 0.5,
+                                    "train/final_loss": 0.2, "train/epochs": 2, "index/build_seconds": 0.1,
+                                    "train/loss": 0.2, "train/test_recall_at_1": 0.8, "train/rho_skip1": 0.4}
+    assert _history(client, runs[0].info.run_id, "train/loss") == [(1, 0.5), (2, 0.2)]

@@ -17,6 +17,7 @@ never duplicated, never mislabelled, with or without a reachable tracking server
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -24,52 +25,112 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from dml.config import Params
+from dml.config import Params, parse_params, repo_root
+from dml.config import _flatten as flatten
 from dml.tracking.outbox import TERMINAL, Outbox, all_outboxes, outbox_root
 from dml.tracking.store import TrackingError, check_reachable, tracking_uri
-from dml.tracking.sync import MODEL_RUN_TAG, now_ms, sync_all
+from dml.tracking.sync import MODEL_RUN_TAG, PARENT_TAG, now_ms, sync_all
 
+# Metric names are grouped by prefix so that related numbers sort (and chart) together in MLflow:
+# eval/ (retrieval and clustering), train/ (curves and training's own numbers), space/ (the
+# embedding space: rho, pi), index/ (the index's build and search figures).
+METRIC_GROUPS = ("eval", "train", "space", "index")
 # Per-epoch curve columns (metrics/train_curve.csv, EpochRecord fields) -> MLflow metric names.
 CURVE_METRICS = {
-    "loss": "train_loss",
-    "tuples_per_batch": "tuples_per_batch",
-    "beta_mean": "beta_mean",
-    "seconds": "epoch_seconds",
-    "test_recall_at_1": "test_recall_at_1",
-    "val_recall_at_1": "val_recall_at_1",
-    "train_rho": "train_rho",
-    "train_rho_skip1": "train_rho_skip1",
-    "train_pi_ratio": "train_pi_ratio",
-    "train_sv1": "train_sv1",
-    "train_sv2": "train_sv2",
-    "train_sv3": "train_sv3",
+    "loss": "train/loss",
+    "tuples_per_batch": "train/tuples_per_batch",
+    "beta_mean": "train/beta_mean",
+    "seconds": "train/epoch_seconds",
+    "test_recall_at_1": "train/test_recall_at_1",
+    "val_recall_at_1": "train/val_recall_at_1",
+    "train_rho": "train/rho",
+    "train_rho_skip1": "train/rho_skip1",
+    "train_pi_ratio": "train/pi_ratio",
+    "train_sv1": "train/sv1",
+    "train_sv2": "train/sv2",
+    "train_sv3": "train/sv3",
 }
+# Set by a sweep (pipelines/sweep.py) for the stages of its experiments: the sweep's name, the
+# variant's name (the tag that groups a variant's seeds) and the outbox key of the sweep's parent run.
+SWEEP_ENV, VARIANT_ENV, SWEEP_RUN_ENV = "DML_SWEEP", "DML_VARIANT", "DML_SWEEP_RUN_KEY"
 RESULT_TAG = "dml.result_logged"
 TRAINING_PREFIX = "train-"
 METRICS_PER_RECORD = 900  # below MLflow's 1000 per log_batch
 
 
-def _git_commit() -> str:
+def source_commit() -> str:
+    """The commit the result comes from: in a DVC experiment the baseline commit it was run from
+    (``DVC_EXP_BASELINE_REV``; the experiment's own commit is made only after its stages have
+    run), else the repository's HEAD. Uncommitted changes are not in either."""
+    if os.environ.get("DVC_EXP_BASELINE_REV"):
+        return os.environ["DVC_EXP_BASELINE_REV"]
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_root(), capture_output=True, text=True, timeout=10)
     except OSError:
         return "unknown"
     return out.stdout.strip() or "unknown"
 
 
-def run_tags() -> dict[str, str]:
-    tags = {"git.commit": _git_commit()}
-    if os.environ.get("DVC_EXP_NAME"):
-        tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
+def run_tags(params: Params) -> dict[str, str]:
+    """MLflow's standard source tags, the variant (a sweep's name for it, else what differs from
+    the defaults, seed aside: the tag that groups a variant's seeds) and the sweep and DVC
+    experiment the run belongs to."""
+    stage = os.environ.get("DVC_STAGE")
+    tags = {
+        "mlflow.source.git.commit": source_commit(),
+        "mlflow.source.name": f"dvc.yaml:{stage}" if stage else Path(sys.argv[0]).name,
+        "mlflow.source.type": "LOCAL",
+        "dml.variant": os.environ.get(VARIANT_ENV) or " ".join(f"{k}={v}" for k, v in differences(params)) or "defaults",
+    }
+    for tag, env in (("dml.sweep", SWEEP_ENV), ("dvc.exp_name", "DVC_EXP_NAME")):
+        if os.environ.get(env):
+            tags[tag] = os.environ[env]
     return tags
 
 
+NAME_KEYS = 4  # differences shown in a run name (the seed comes on top)
+NAME_SECTIONS = ("loss", "miner", "sampler", "model", "optim", "train", "transforms", "data", "preprocess",
+                 "embed", "index", "eval", "spectrum", "gallery")  # the order differences are named in
+NOT_NAMED = ("train.seed", "train.num_threads", "train.device")  # the seed is named apart; the rest changes no number
+
+
+def _short(value: Any) -> str:
+    return format(value, "g") if isinstance(value, float) else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def differences(params: Params) -> list[tuple[str, str]]:
+    """``[(short key, value)]`` of the run's params (:meth:`Params.flat`) that differ from the
+    schema's defaults, training choices first. A value that ``auto`` resolves to (the loss's
+    default miner and normalisation) is no difference. Short keys: ``loss`` for ``loss.name``,
+    else the last part (``p``, ``batch_size``); where two would clash, the key without its
+    section (``triplet.margin``) or, for a section's own knob, the whole key (``embed.batch_size``)."""
+    defaults = _defaults()
+    knobs = params.loss.knobs
+    auto = {"miner.name": knobs.default_miner, "model.normalize": knobs.normalized_embeddings}
+    rank = {section: i for i, section in enumerate(NAME_SECTIONS)}
+    found = [(key, value) for key, value in params.flat().items()
+             if key.split(".")[0] in rank and key not in NOT_NAMED and key in defaults
+             and value != defaults[key] and not (key in auto and value == auto[key])]
+    found.sort(key=lambda item: rank[item[0].split(".")[0]])
+    shorts = [key.rsplit(".", 2)[-2] if key.endswith(".name") else key.rsplit(".", 1)[-1] for key, _ in found]
+    return [(short if shorts.count(short) == 1 else key.split(".", 1)[1] if key.count(".") > 1 else key, _short(value))
+            for short, (key, value) in zip(shorts, found)]
+
+
+@functools.cache
+def _defaults() -> dict[str, Any]:
+    """Every key of the schema's defaults (all methods' knobs, not only the selected ones'), in
+    the form :meth:`Params.flat` gives them."""
+    return flatten(parse_params({}).model_dump(mode="json"))
+
+
 def run_name(params: Params) -> str:
-    name = f"{params.loss.name}-{params.miner.name}"
-    if params.miner.name == "rho_distance":
-        name += f"{params.miner.rho_distance.p:g}"
-    exp = os.environ.get("DVC_EXP_NAME")
-    return f"{exp}:{name}" if exp else name
+    """What differs from the defaults, a few keys, and the seed: ``loss=arcface seed=1``."""
+    diffs = differences(params)
+    parts = [f"{key}={value}" for key, value in diffs[:NAME_KEYS]]
+    if len(diffs) > NAME_KEYS:
+        parts.append(f"+{len(diffs) - NAME_KEYS}")
+    return " ".join([*parts, f"seed={params.train.seed}"])
 
 
 def flat_params(params: Params) -> dict[str, str]:
@@ -87,15 +148,20 @@ def new_attempt() -> str:
 class Tracker:
     """Records of one MLflow run, written to its outbox and synced when the store answers."""
 
-    def __init__(self, params: Params, key: str) -> None:
+    def __init__(self, params: Params, key: str, head: dict[str, Any] | None = None) -> None:
+        """``head``: the run's ``name``, ``tags`` and ``params`` when they are not the pipeline's
+        (a sweep's parent run); recorded only when the run's outbox is opened the first time."""
         self.uri = tracking_uri(params.tracking)
         self.experiment = params.tracking.experiment
         self.outbox = Outbox(outbox_root(), key)
         self.run_id: str | None = None
         self._warned = False
         if not self.outbox.exists():
-            self.outbox.append("run", time=now_ms(), experiment=self.experiment, name=run_name(params),
-                               tags=run_tags(), params=flat_params(params))
+            head = head or {"name": run_name(params), "tags": run_tags(params), "params": flat_params(params)}
+            self.outbox.append("run", time=now_ms(), experiment=self.experiment, **head)
+            parent = os.environ.get(SWEEP_RUN_ENV)
+            if parent and parent != key:  # nested under the sweep's run, resolved when synced
+                self.outbox.append("link_parent", run_key=parent, experiment=self.experiment)
 
     @property
     def key(self) -> str:
@@ -157,7 +223,7 @@ class TrainingRun(Tracker):
         """One row of the training curve (keys as in :data:`CURVE_METRICS`; None = not measured).
         An epoch already in the outbox is not recorded again (a resumed run recomputes it
         bit-identically)."""
-        if step in self.outbox.logged_steps("train_loss"):
+        if step in self.outbox.logged_steps(CURVE_METRICS["loss"]):
             return
         self.log_metrics({name: record[column] for column, name in CURVE_METRICS.items() if record.get(column) is not None}, step)
 
@@ -211,6 +277,7 @@ def report_result(
 
 
 __all__ = [
-    "CURVE_METRICS", "MODEL_RUN_TAG", "RESULT_TAG", "Tracker", "TrackingError", "TrainingRun",
-    "check_reachable", "new_attempt", "report_result", "tracking_uri", "training_key",
+    "CURVE_METRICS", "METRIC_GROUPS", "MODEL_RUN_TAG", "PARENT_TAG", "RESULT_TAG", "SWEEP_ENV", "SWEEP_RUN_ENV",
+    "Tracker", "TrackingError", "TrainingRun", "VARIANT_ENV", "check_reachable", "differences", "new_attempt",
+    "report_result", "run_name", "run_tags", "tracking_uri", "training_key",
 ]  # fmt: skip

@@ -5,8 +5,9 @@ same call, so a retry never creates a second run). The run's tag ``dml.synced_se
 record applied; a sync applies the records after it, one at a time, moving the tag after each.
 A record interrupted half-way (say, metrics stored but the tag not yet moved) is the only one in
 doubt: its metric points already in the run are skipped, so none is logged twice. Params, tags,
-artifacts and status are idempotent by nature. One process syncs an outbox at a time (a lock
-file); another finds it locked and leaves it.
+artifacts, status and links (to the run holding the model, to a sweep's parent run) are
+idempotent by nature. One process syncs an outbox at a time (a lock file); another finds it
+locked and leaves it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ KEY_TAG = "dml.run_key"
 SYNCED_TAG = "dml.synced_seq"
 MODEL_RUN_TAG = "dml.model_run_id"
 MODEL_FILE_TAG = "dml.model_file"
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's nesting of runs
 
 
 class Locked(Exception):
@@ -77,6 +79,14 @@ def _apply(client, outbox: Outbox, run_id: str, record: dict[str, Any], in_doubt
             if MODEL_FILE_TAG in model_run.data.tags:
                 tags["dml.model_uri"] = f"runs:/{model_run.info.run_id}/{model_run.data.tags[MODEL_FILE_TAG]}"
             client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+    elif op == "link_parent":
+        # Nested under a sweep's run, found by its key. Outboxes sync oldest *modified* first and
+        # the sweep's keeps being written while its experiments run: sync it first if needed.
+        parent = Outbox(outbox.root, record["run_key"])
+        found = find_run(client, experiment_id(client, record["experiment"]), parent.key)
+        parent_id = found.info.run_id if found is not None else sync_outbox(client, parent) if parent.exists() else None
+        if parent_id is not None:
+            client.set_tag(run_id, PARENT_TAG, parent_id)
     elif op == "status":
         if record["status"] == "RUNNING":
             client.update_run(run_id, status="RUNNING")

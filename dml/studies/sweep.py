@@ -1,0 +1,303 @@
+"""Sweep files (``sweeps/*.yaml``): a study as a list of DVC experiments, checked before any runs.
+
+A sweep names its runs ``<sweep>-<variant>-s<seed>``; each is ``params.yaml`` plus the sweep's
+``base`` overrides, the variant's overrides and ``train.seed``. :func:`plan` validates the file
+(strict pydantic schema) and then *every* run's params with the pipeline's own schema
+(:func:`dml.config.parse_params`), and checks that DVC's ``-S`` (Hydra override grammar) reads each
+override back as the value the file meant: a study that would fail on variant 7 after six
+trainings fails before the first, with one line per bad variant. Torch-free.
+
+Example (``sweeps/rho.yaml``)::
+
+    name: rho
+    variants:
+      - {name: distance, overrides: {miner.name: distance}}
+      - {name: p0.2, overrides: {miner.name: rho_distance, miner.rho_distance.p: 0.2}}
+    seeds: [0, 1, 2]
+    concurrency: 1
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+
+from dml.config import PARAMS_FILE, ConfigError, parse_params, read_yaml
+
+SEED_KEY = "train.seed"
+# Experiment names become git refs (refs/exps/.../<name>): a conservative subset of git's rules.
+NAME_PATTERN = r"[A-Za-z0-9](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?"
+Name = Annotated[str, StringConstraints(pattern=f"^{NAME_PATTERN}$", max_length=80)]
+Key = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_]\w*(?:\.\w+)+$")]
+Scalar = bool | int | float | str | None
+Value = Scalar | list[Scalar]
+
+
+class SweepError(ValueError):
+    """A sweep cannot run; ``lines`` are its one-line reasons (one per bad variant)."""
+
+    def __init__(self, lines: list[str] | str) -> None:
+        self.lines = [lines] if isinstance(lines, str) else list(lines)
+        super().__init__("\n".join(self.lines))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Variant(_Strict):
+    name: Name
+    overrides: dict[Key, Value] = {}
+
+
+class SweepSpec(_Strict):
+    """The schema of a sweep file."""
+
+    name: Name
+    description: str = ""
+    base: dict[Key, Value] = Field({}, description="overrides of every run")
+    grid: dict[Key, Annotated[list[Value], Field(min_length=1)]] | None = Field(None, description="cartesian product")
+    variants: list[Variant] | None = Field(None, min_length=1, description="named override sets")
+    seeds: list[Annotated[int, Field(ge=0)]] = Field(min_length=1)
+    concurrency: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SweepSpec:
+        if (self.grid is None) == (self.variants is None):
+            raise ValueError("give exactly one of grid (a cartesian product) or variants (named override sets)")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds: repeated seed in {self.seeds}")
+        keyed = [("base", self.base), ("grid", self.grid or {})]
+        keyed += [(f"variants[{i}].overrides", v.overrides) for i, v in enumerate(self.variants or [])]
+        for where, mapping in keyed:
+            if SEED_KEY in mapping:
+                raise ValueError(f"{where}.{SEED_KEY}: the seed is set by seeds, not by an override")
+        for key, values in (self.grid or {}).items():
+            if len({repr(v) for v in values}) != len(values):
+                raise ValueError(f"grid.{key}: repeated value in {values}")
+        return self
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """One DVC experiment of a sweep: a variant at a seed."""
+
+    sweep: str
+    variant: str
+    seed: int
+    overrides: dict[str, Any] = field(hash=False)  # base, then the variant's, then train.seed
+
+    @property
+    def exp_name(self) -> str:
+        return f"{self.sweep}-{self.variant}-s{self.seed}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated sweep: its spec, its runs in order, and each run's full params (by exp name)
+    as the experiment's params.yaml will hold them."""
+
+    path: Path
+    spec: SweepSpec
+    runs: list[SweepRun]
+    params: dict[str, dict[str, Any]]
+    set_args: dict[str, list[str]]
+
+    @property
+    def variants(self) -> list[str]:
+        return list(dict.fromkeys(run.variant for run in self.runs))
+
+
+def _loc(parts: tuple) -> str:
+    out = ""
+    for part in (p for p in parts if p != "[key]"):  # pydantic's marker of a dict key's own error
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def load_sweep(path: Path | str) -> SweepSpec:
+    """Read and validate a sweep file; :class:`SweepError` names the file and the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise SweepError(f"{path}: sweep file not found")
+    try:
+        raw = read_yaml(path)  # as params.yaml is read (YAML 1.2): `off` is a string, `1e-3` a number
+    except ConfigError as err:
+        raise SweepError(str(err)) from None
+    if not isinstance(raw, dict):
+        raise SweepError(f"{path}: top level must be a mapping (name, base, grid or variants, seeds, concurrency)")
+    try:
+        return SweepSpec.model_validate(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        msg = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif first["type"] == "string_pattern_mismatch":
+            msg = f"{first['input']!r} is not a dotted params key (section.key)" if first["loc"][-1] == "[key]" else \
+                f"{first['input']!r} is not a valid name (letters, digits, '_', '.', '-'; no leading '-' or '.')"
+        elif "input" in first and not isinstance(first["input"], dict):
+            msg = f"{msg} (got {first['input']!r})"
+        loc = _loc(first["loc"])
+        more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+        raise SweepError(f"{path}: {loc + ': ' if loc else ''}{msg}{more}") from None
+
+
+def _label(value: Any) -> str:
+    text = format(value, "g") if isinstance(value, float) else str(value).lower() if isinstance(value, bool) else str(value)
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", text)
+
+
+def grid_variant_name(combo: dict[str, Any]) -> str:
+    """A grid point's name: the value alone for a one-key grid (``32``, ``arcface``); else a method
+    choice by its value and a knob by its last key and value (``arcface-batch_size64``)."""
+    if len(combo) == 1:
+        return _label(next(iter(combo.values())))
+    return "-".join(_label(v) if k.endswith(".name") else f"{k.rsplit('.', 1)[-1]}{_label(v)}" for k, v in combo.items())
+
+
+def expand(spec: SweepSpec) -> list[SweepRun]:
+    """Every variant x seed, seed by seed (an interrupted sweep has whole passes over the
+    variants), variants in file order (grid: the product in key order)."""
+    if spec.grid is not None:
+        keys = list(spec.grid)
+        variants = [(grid_variant_name(dict(zip(keys, combo))), dict(zip(keys, combo)))
+                    for combo in itertools.product(*spec.grid.values())]
+    else:
+        variants = [(v.name, dict(v.overrides)) for v in spec.variants]
+    names = [name for name, _ in variants]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise SweepError(f"sweep {spec.name!r}: variant names are not unique: {repeated}")
+    for name in names:
+        if not re.fullmatch(NAME_PATTERN, name):
+            raise SweepError(f"sweep {spec.name!r}: grid point {name!r} makes no valid experiment name; use variants with names")
+    return [SweepRun(spec.name, name, seed, {**spec.base, **overrides, SEED_KEY: seed})
+            for seed in spec.seeds for name, overrides in variants]
+
+
+def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """params.yaml's content with dotted-key overrides set (missing sections created, for the
+    schema to reject as unknown keys)."""
+    out = copy.deepcopy(raw)
+    for key, value in overrides.items():
+        node = out
+        *parents, last = key.split(".")
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[last] = copy.deepcopy(value)
+    return out
+
+
+def _has_key(raw: dict[str, Any], key: str) -> bool:
+    node: Any = raw
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _hydra_parser():
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create()
+
+
+def hydra_value(value: Any, parser=None) -> str:
+    """``value`` in the Hydra override grammar of ``dvc exp run -S`` (strings quoted only where
+    Hydra would read them as something else, e.g. ``'1'`` or ``'true'``)."""
+    if isinstance(value, list):
+        return "[" + ",".join(hydra_value(v, parser) for v in value) + "]"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (int, float)):
+        return repr(value)
+    parser = parser or _hydra_parser()
+    try:
+        if parser.parse_override(f"k={value}").value() == value:
+            return value
+    except Exception:  # noqa: BLE001 - not a bare Hydra string: quote it
+        pass
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def set_args(raw: dict[str, Any], overrides: dict[str, Any], parser=None) -> list[str]:
+    """``-S key=value`` arguments of ``dvc exp run`` (``+key`` adds a key params.yaml lacks)."""
+    parser = parser or _hydra_parser()
+    args = []
+    for key, value in overrides.items():
+        args += ["-S", f"{'' if _has_key(raw, key) else '+'}{key}={hydra_value(value, parser)}"]
+    return args
+
+
+def dvc_reads(params_file: Path, args: list[str]) -> dict[str, Any]:
+    """What DVC's own ``-S`` machinery makes of ``args`` on a copy of ``params_file``."""
+    from dvc.utils.hydra import apply_overrides as dvc_apply
+
+    with tempfile.TemporaryDirectory() as tmp:
+        copy_path = Path(tmp) / "params.yaml"
+        copy_path.write_bytes(params_file.read_bytes())
+        dvc_apply(copy_path, args[1::2])
+        return read_yaml(copy_path)
+
+
+def plan(sweep_path: Path | str, params_path: Path | str = PARAMS_FILE) -> Plan:
+    """Load the sweep and validate every run against ``params_path``; raises :class:`SweepError`
+    with one line per bad variant (its first bad run)."""
+    sweep_path, params_path = Path(sweep_path), Path(params_path)
+    spec = load_sweep(sweep_path)
+    runs = expand(spec)
+    try:
+        raw = read_yaml(params_path) if params_path.is_file() else None
+    except ConfigError as err:
+        raise SweepError(str(err)) from None
+    if not isinstance(raw, dict):
+        raise SweepError(f"{params_path}: missing or not a mapping of sections (run from the repository root)")
+    parser = _hydra_parser()
+    errors: dict[str, str] = {}
+    params: dict[str, dict[str, Any]] = {}
+    args: dict[str, list[str]] = {}
+    for run in runs:
+        if run.variant in errors:
+            continue
+        label = f"{sweep_path}: variant {run.variant!r} (seed {run.seed})"
+        expected = apply_overrides(raw, run.overrides)
+        try:
+            parse_params(expected, label)
+        except ConfigError as err:
+            errors[run.variant] = str(err)
+            continue
+        args[run.exp_name] = set_args(raw, run.overrides, parser)
+        params[run.exp_name] = expected
+        if run.seed == spec.seeds[0]:  # the overrides' spelling is the same for every seed
+            try:
+                read = dvc_reads(params_path, args[run.exp_name])
+            except Exception as err:  # noqa: BLE001 - DVC's InvalidArgumentError and Hydra's own
+                errors[run.variant] = f"{label}: dvc exp run {' '.join(args[run.exp_name])}: {err}"
+                continue
+            if read != expected:
+                wrong = next((k for k in run.overrides if _get(read, k) != _get(expected, k)), None)
+                errors[run.variant] = (f"{label}: {wrong}: DVC's -S reads {_get(read, wrong)!r}, the sweep means {_get(expected, wrong)!r}"
+                                       if wrong else f"{label}: DVC's -S changes params.yaml beyond the overrides")
+    if errors:
+        raise SweepError(list(errors.values()))
+    return Plan(sweep_path, spec, runs, params, args)
+
+
+def _get(raw: dict[str, Any], key: str) -> Any:
+    node: Any = raw
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node

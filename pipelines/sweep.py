@@ -1,0 +1,222 @@
+"""Run a study (``sweeps/*.yaml``) as DVC experiments, orchestrated by Prefect.
+
+Every variant x seed is one ``dvc exp run --temp -n <sweep>-<variant>-s<seed> -S key=value ...``:
+DVC runs it in a temporary copy of the repository (the workspace and its params.yaml stay
+untouched), reruns only the stages its params change, and keeps the result as an experiment of
+the current commit (``dvc exp show``). The whole sweep is validated first (see
+:mod:`dml.studies.sweep`); a run whose experiment already exists with the same name *and* the
+same params is skipped, so rerunning an interrupted sweep runs only what is missing. At most
+``concurrency`` experiments run at a time (Prefect's thread pool; DVC's repository lock, waited
+for, serialises only their short setup and commit phases). A failing experiment is reported
+without stopping the others; only transient failures (a lock, a process killed by a signal) are
+retried. Each experiment's output is streamed live into the Prefect log, prefixed by its name.
+
+At the end the sweep's table and figures are written to ``reports/<sweep>/`` (see
+:mod:`dml.studies.aggregate`) and logged to the sweep's MLflow run, under which the experiments'
+runs are nested (tags ``dml.sweep``, ``dml.variant``).
+
+Usage::
+
+    python -m pipelines.sweep sweeps/rho.yaml           # run what is missing, then report
+    python -m pipelines.sweep --check sweeps/rho.yaml   # validate, list what would run
+    python -m pipelines.sweep --show sweeps/rho.yaml    # per run: what varies and the key numbers
+    python -m pipelines.sweep --report sweeps/rho.yaml  # rewrite reports/<sweep>/ only
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from dml.config import parse_params
+from dml.studies.aggregate import aggregate, show_table
+from dml.studies.experiments import Experiment, ExperimentsError, list_experiments
+from dml.studies.sweep import Plan, SweepError, plan
+from dml.tracking import SWEEP_ENV, SWEEP_RUN_ENV, VARIANT_ENV, Tracker, source_commit
+from pipelines._process import dvc_command, stream
+
+# Failures worth another try: DVC or git finding their lock taken, SQLite busy, a process killed
+# by a signal (negative exit code). Anything else, a stage's params or data error above all, fails
+# the same way every time and is not retried.
+TRANSIENT_MARKERS = ("Unable to acquire lock", "index.lock", "database is locked")
+
+
+class ExperimentFailed(RuntimeError):
+    """An experiment failed for a reason that a retry would not change (one line)."""
+
+
+class TransientFailure(RuntimeError):
+    """An experiment failed for a reason that may pass (one line)."""
+
+
+def _is_transient(task, task_run, state) -> bool:
+    """Prefect's retry condition: retry only :class:`TransientFailure`."""
+    try:
+        return isinstance(state.result(raise_on_failure=False), TransientFailure)
+    except Exception:  # noqa: BLE001 - no readable result: not known to be transient
+        return False
+
+
+def _reason(lines: list[str]) -> str:
+    """The line that says why: a stage's one-line error, else DVC's ERROR line, else the last."""
+    for marker in ("error in stage", "ERROR:"):
+        found = [line for line in lines if line.lstrip().startswith(marker)]
+        if found:
+            return found[-1].strip()
+    return lines[-1].strip() if lines else "no output"
+
+
+@task(cache_policy=NO_CACHE, task_run_name="exp:{name}", retries=2, retry_delay_seconds=10, retry_condition_fn=_is_transient)
+def run_experiment(root: str, name: str, set_args: list[str], env: dict[str, str]) -> float:
+    """One ``dvc exp run --temp``; returns its wall seconds."""
+    started = time.perf_counter()
+    result = stream(dvc_command("exp", "run", "--temp", "-n", name, *set_args), root, get_run_logger(), f"[{name}] ", env)
+    if result.returncode != 0:
+        transient = result.returncode < 0 or any(m in line for line in result.lines for m in TRANSIENT_MARKERS)
+        error = TransientFailure if transient else ExperimentFailed
+        raise error(f"dvc exp run exited {result.returncode}: {_reason(result.lines)}")
+    return time.perf_counter() - started
+
+
+@dataclass(frozen=True)
+class Todo:
+    """What a sweep has left to do against the experiments that exist."""
+
+    done: list[str]  # same name, same params: skipped
+    stale: list[str]  # same name, other params (the sweep or params.yaml changed): replaced
+    to_run: list[str]  # the stale and the missing ones, in the sweep's order
+
+
+def todo(sweep: Plan, experiments: dict[str, Experiment]) -> Todo:
+    done, stale, to_run = [], [], []
+    for run in sweep.runs:
+        exp = experiments.get(run.exp_name)
+        if exp is not None and exp.params == sweep.params[run.exp_name]:
+            done.append(run.exp_name)
+            continue
+        if exp is not None:
+            stale.append(run.exp_name)
+        to_run.append(run.exp_name)
+    return Todo(done, stale, to_run)
+
+
+def parent_run(sweep: Plan) -> Tracker:
+    """The sweep's own MLflow run (reopened by a rerun of the sweep on the same commit): the
+    sweep's definition as params, its report as artifacts, its experiments' runs nested under it."""
+    first = parse_params(sweep.params[sweep.runs[0].exp_name])
+    commit = source_commit()
+    spec = sweep.spec
+    head = {
+        "name": f"sweep {spec.name}",
+        "tags": {"dml.sweep": spec.name, "dml.role": "sweep", "mlflow.source.git.commit": commit,
+                 "mlflow.source.name": "pipelines.sweep", "mlflow.source.type": "LOCAL"},
+        "params": {"sweep.file": sweep.path.as_posix(), "sweep.variants": ",".join(sweep.variants),
+                   "sweep.seeds": ",".join(map(str, spec.seeds)), "sweep.concurrency": str(spec.concurrency),
+                   **{f"sweep.base.{k}": str(v) for k, v in spec.base.items()}},
+    }
+    return Tracker(first, f"sweep-{spec.name}-{commit[:12]}", head=head)
+
+
+@flow(name="dvc-sweep")
+def sweep_flow(sweep_file: str) -> dict[str, str]:
+    """Run the sweep's missing experiments, then write and log its report; returns
+    ``{experiment: "skipped" | "ran in N s" | "failed: why"}``."""
+    logger = get_run_logger()
+    root = os.getcwd()
+    sweep = plan(sweep_file)
+    state = todo(sweep, list_experiments(root))
+    logger.info(f"sweep {sweep.spec.name}: {len(sweep.runs)} runs, {len(state.done)} done (skipped), "
+                f"{len(state.to_run)} to run, at most {sweep.spec.concurrency} at a time")
+    if state.stale:
+        logger.info(f"replacing experiments run with other params: {', '.join(state.stale)}")
+        removed = stream(dvc_command("exp", "remove", *state.stale), root, logger, "[exp remove] ")
+        if removed.returncode != 0:  # each of them then fails on its name, and says so
+            logger.error(f"dvc exp remove failed (exit {removed.returncode}): {_reason(removed.lines)}")
+    parent = parent_run(sweep)
+    parent.set_status("RUNNING")
+    parent.log_artifact(sweep.path, "sweep")
+    parent.sync()
+    by_name = {run.exp_name: run for run in sweep.runs}
+    outcome = {name: "skipped (done)" for name in state.done}
+    try:
+        futures = {}
+        for name in state.to_run:
+            env = {SWEEP_ENV: sweep.spec.name, VARIANT_ENV: by_name[name].variant, SWEEP_RUN_ENV: parent.key}
+            futures[name] = run_experiment.submit(root, name, sweep.set_args[name], env)
+        for name, future in futures.items():
+            future.wait()
+            if future.state.is_completed():
+                outcome[name] = f"ran in {future.result():.1f} s"
+            else:
+                error = future.state.result(raise_on_failure=False)
+                outcome[name] = f"failed: {error}"
+                logger.error(f"{name} failed: {error}")
+    except BaseException:  # interrupted: the sweep's run says so (a rerun reopens it)
+        parent.set_status("KILLED")
+        parent.sync()
+        raise
+    runs, _, files = aggregate(sweep, list_experiments(root), root)
+    for path in files:
+        parent.log_artifact(path, "report")
+    failed = any(text.startswith("failed") for text in outcome.values())
+    parent.set_status("FAILED" if failed else "FINISHED")
+    parent.sync()
+    logger.info(f"report of {len(runs)} runs in {files[0].parent}")
+    return {run.exp_name: outcome[run.exp_name] for run in sweep.runs}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweep", help="sweep file, e.g. sweeps/rho.yaml (relative to --root)")
+    parser.add_argument("--root", default=".", help="repository root (default: .)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--check", action="store_true", help="validate the sweep and list what would run")
+    mode.add_argument("--show", action="store_true", help="per run: what varies, the key numbers, its state")
+    mode.add_argument("--report", action="store_true", help="write reports/<sweep>/ from the experiments only")
+    args = parser.parse_args(argv)
+    os.chdir(args.root)
+    try:
+        sweep = plan(args.sweep)  # before anything runs, and before Prefect starts
+        if args.check or args.show or args.report:
+            experiments = list_experiments(".")
+    except (SweepError, ExperimentsError) as err:
+        print(str(err), file=sys.stderr)
+        raise SystemExit(1) from None
+    if args.check:
+        state = todo(sweep, experiments)
+        for run in sweep.runs:
+            mark = "done" if run.exp_name in state.done else "rerun (params changed)" if run.exp_name in state.stale else "to run"
+            print(f"{run.exp_name}\t{mark}\tdvc exp run --temp -n {run.exp_name} {' '.join(sweep.set_args[run.exp_name])}")
+        return
+    if args.show:
+        print(show_table(sweep, experiments, ".").to_string(index=False, na_rep="-"))
+        return
+    if args.report:
+        runs, _, files = aggregate(sweep, experiments, ".")
+        print(f"{len(runs)} runs -> {', '.join(str(f) for f in files)}")
+        return
+    started = time.perf_counter()
+    runner = ThreadPoolTaskRunner(max_workers=sweep.spec.concurrency)
+    try:
+        outcome = sweep_flow.with_options(task_runner=runner)(args.sweep)
+    except (SweepError, ExperimentsError) as err:  # the repository changed under the sweep, say
+        print(str(err), file=sys.stderr)
+        raise SystemExit(1) from None
+    for name, text in outcome.items():
+        print(f"{name}: {text}")
+    failed = [name for name, text in outcome.items() if text.startswith("failed")]
+    print(f"sweep {sweep.spec.name}: {len(outcome) - len(failed)} of {len(outcome)} runs done, "
+          f"{len(failed)} failed; {time.perf_counter() - started:.1f} s; report in reports/{sweep.spec.name}/")
+    if failed:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
