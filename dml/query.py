@@ -70,8 +70,10 @@ class Searcher:
         from dml.inference import embed_source
 
         for path in images:
-            if not Path(path).is_file():
+            if not Path(path).exists():
                 raise DatasetError(f"{path}: no such image file")
+            if not Path(path).is_file():
+                raise DatasetError(f"{path}: not a file")
         files = FileSplit(Path("."), np.array([str(p).encode() for p in images], dtype=np.bytes_),
                           np.full(len(images), -1), np.arange(len(images)), self.stats.channels)
         vectors = embed_source(self.model, files, self.transforms)

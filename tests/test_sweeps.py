@@ -321,8 +321,9 @@ def stub_project(repo: Path) -> Path:
     """A git + DVC repository whose pipeline is the stub stage, with the project's dml package and
     params.yaml (model logging off: the stub has no model)."""
     shutil.copytree(ROOT / "dml", repo / "dml", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("stage.py", "dvc.yaml"):
-        shutil.copy(STUB / name, repo / name)
+    shutil.copy(STUB / "stage.py", repo / "stage.py")
+    # stored under another name: a dvc.yaml anywhere in this repository would join its pipeline
+    shutil.copy(STUB / "pipeline.yaml", repo / "dvc.yaml")
     (repo / "params.yaml").write_text((ROOT / "params.yaml").read_text().replace("log_model: true", "log_model: false"))
     (repo / ".gitignore").write_text("/mlflow.db\n/mlartifacts/\n/.dml/\n/reports/\n/metrics/\n__pycache__/\n")
     git(repo, "init", "-q")
