@@ -99,6 +99,10 @@ class LoaderConfig(Section):
 
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes; 0 = decode in the training process")
     prefetch_factor: int = Field(2, ge=1, description="batches each worker loads ahead")
+    in_memory_mib: int = Field(
+        256, ge=0, description="a split whose decoded images (all of one size) fit in this many MiB is decoded once and "
+        "held in memory (the glyphs: 11 MiB); larger ones stream from their files; 0 = always stream"
+    )
 
 
 class EmbedConfig(Section):

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from dml.config import ConfigError, Params
-from dml.data.loading import EpochBatches, ImageSource, train_loader
+from dml.data.loading import EpochBatches, ImageSource, in_memory, train_loader
 from dml.data.stats import Stats
 from dml.device import autocast, grad_scaler, resolve_device
 from dml.errors import TrainingError
@@ -239,6 +239,10 @@ def train(
     if cfg.selection == "val" and val_split is None:
         raise ConfigError("train.selection: val chooses the epoch on the validation split, but the data has none (set data.val_classes > 0)")
     selection = "val" if val_split is not None and cfg.selection != "last" else "last"
+    # small splits are decoded once (every epoch reads them, and the monitored ones every epoch too)
+    train_split = in_memory(train_split, params.loader.in_memory_mib)
+    val_split = in_memory(val_split, params.loader.in_memory_mib) if val_split is not None else None
+    test_split = in_memory(test_split, params.loader.in_memory_mib) if test_split is not None else None
     setup = build_training(params, train_split, stats)
     model, criterion, miner, sampler, optimizer = setup.model, setup.criterion, setup.miner, setup.sampler, setup.optimizer
     storage = setup.storage

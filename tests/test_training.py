@@ -301,3 +301,34 @@ def test_model_is_the_best_validation_epoch_and_survives_a_resume(tmp_path):
     assert (last.selection, last.selected_epoch) == ("last", 2)
     with pytest.raises(ValueError, match="train.selection: val"):
         train(tiny_params(epochs=1, selection="val"), split, STATS, progress=False)
+
+
+def test_in_memory_split_and_eval_fast_path_change_no_number(tmp_path):
+    """Reference: the streamed file split and the full Resize + CenterCrop: a split decoded into
+    memory yields the same tensors, the eval geometry's pass-through of size x size images equals
+    what the two transforms return, and images of other sizes still go through them; a split of
+    mixed sizes, or over the limit, keeps streaming."""
+    from PIL import Image
+    from torchvision.transforms import v2
+
+    from dml.config import TransformsConfig
+    from dml.data.loading import ArraySplit, FileSplit, eval_transform, in_memory
+
+    rng = np.random.default_rng(0)
+    names = []
+    for i, size in enumerate([(16, 16), (16, 16), (16, 16)]):
+        Image.fromarray(rng.integers(0, 256, size, dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        names.append(f"{i}.png".encode())
+    files = FileSplit(tmp_path, np.array(names, dtype=np.bytes_), np.arange(3), np.arange(3), 1)
+    memory = in_memory(files, 1)
+    assert isinstance(memory, ArraySplit)
+    assert all(torch.equal(memory.read(i), files.read(i)) for i in range(3))
+    assert in_memory(files, 0) is files
+    Image.fromarray(rng.integers(0, 256, (20, 16), dtype=np.uint8)).save(tmp_path / "3.png")
+    mixed = FileSplit(tmp_path, np.array([*names, b"3.png"], dtype=np.bytes_), np.arange(4), np.arange(4), 1)
+    assert in_memory(mixed, 1) is mixed
+
+    cfg = TransformsConfig(size=16, resize=16)
+    full = v2.Compose([v2.Resize(16, antialias=True), v2.CenterCrop(16)])
+    for image in (files.read(0), mixed.read(3)):
+        assert torch.equal(eval_transform(cfg)(image), full(image))

@@ -116,21 +116,54 @@ def load_split(root: Path | str, split: str) -> FileSplit:
     )
 
 
-def train_transform(cfg: TransformsConfig) -> v2.Transform:
+def train_transform(cfg: TransformsConfig) -> v2.Compose:
     """The paper's ``RandomResizedCrop(size)`` + flip for real images, or, for the small glyphs, the
     eval geometry plus a random translation by up to ``shift`` pixels (edges replicated)."""
     if cfg.train == "random_resized_crop":
-        steps: list[v2.Transform] = [v2.RandomResizedCrop(cfg.size, scale=cfg.crop_scale, ratio=cfg.crop_ratio, antialias=True)]
+        steps: list = [v2.RandomResizedCrop(cfg.size, scale=cfg.crop_scale, ratio=cfg.crop_ratio, antialias=True)]
     else:
-        steps = [*eval_transform(cfg).transforms, v2.RandomCrop(cfg.size, padding=cfg.shift, padding_mode="edge")]
+        steps = [eval_transform(cfg), v2.RandomCrop(cfg.size, padding=cfg.shift, padding_mode="edge")]
     if cfg.hflip:
         steps.append(v2.RandomHorizontalFlip())
     return v2.Compose(steps)
 
 
-def eval_transform(cfg: TransformsConfig) -> v2.Compose:
-    """``Resize(resize)`` (shorter side) + ``CenterCrop(size)``: 256 / 224 in the paper."""
-    return v2.Compose([v2.Resize(cfg.resize, antialias=True), v2.CenterCrop(cfg.size)])
+class EvalGeometry:
+    """``Resize(resize)`` (shorter side) + ``CenterCrop(size)``: 256 / 224 in the paper. An image
+    already ``size`` x ``size`` with ``resize == size`` passes through untouched, which is exactly
+    what the two transforms would return, without their per-call cost (most of an epoch's loading
+    time for the 32 px glyphs)."""
+
+    def __init__(self, cfg: TransformsConfig) -> None:
+        self.size, self.identity_ok = cfg.size, cfg.resize == cfg.size
+        self.steps = v2.Compose([v2.Resize(cfg.resize, antialias=True), v2.CenterCrop(cfg.size)])
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        if self.identity_ok and image.shape[-2:] == (self.size, self.size):
+            return image
+        return self.steps(image)
+
+
+def eval_transform(cfg: TransformsConfig) -> EvalGeometry:
+    return EvalGeometry(cfg)
+
+
+def in_memory(source: ImageSource, limit_mib: int) -> ImageSource:
+    """A file split whose decoded images all have one shape and fit in ``limit_mib`` MiB, decoded
+    once (the same decoder) and held as an :class:`ArraySplit`: the same tensors every epoch,
+    without re-reading thousands of tiny files. Anything else is streamed from its files."""
+    if not isinstance(source, FileSplit) or limit_mib <= 0:
+        return source
+    first = source.read(0)
+    if first.numel() * len(source) > limit_mib * 2**20:
+        return source
+    images = np.empty((len(source), *first.shape), dtype=np.uint8)
+    for index in range(len(source)):
+        image = source.read(index) if index else first
+        if image.shape != first.shape:
+            return source  # images of several sizes: stream them
+        images[index] = image.numpy()
+    return ArraySplit(images, source.labels, source.ids)
 
 
 class ImageDataset(Dataset):
