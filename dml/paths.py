@@ -25,6 +25,9 @@ CURVE_PNG = Path("plots/train_curve.png")
 TRAIN_SPECTRUM_PNG = Path("plots/train_spectrum.png")
 GALLERY_PNG = Path("plots/gallery.png")
 REPORT = Path("metrics/report.json")
+# Wall-clock times of this machine's last stage runs: not DVC outputs (git-ignored with .dml/), so
+# tracked metrics and dvc.lock hold only what the same inputs reproduce; the report logs them.
+TIMINGS = Path(".dml/timings")
 
 
 def embeddings_file(split: str) -> Path:

@@ -21,6 +21,7 @@ from dml.paths import (  # noqa: E402
     REPORT,
     SPECTRUM_METRICS,
     SPECTRUM_PNG,
+    TIMINGS,
     TRAIN_CURVE,
     TRAIN_METRICS,
     TRAIN_RUN,
@@ -95,7 +96,12 @@ def report(params: Params) -> None:
     metrics: dict[str, float] = {}
     # Grouped by prefix (see dml.tracking.METRIC_GROUPS); index/meta.json's numbers (build seconds,
     # ms per query, bytes, ...) too: index types are compared side by side like any other ablation.
-    for path, group in ((EVAL_METRICS, "eval"), (SPECTRUM_METRICS, "space"), (TRAIN_METRICS, "train"), (INDEX_META, "index")):
+    # Wall-clock times come from this machine's timings files when the stages ran here.
+    sources = [(EVAL_METRICS, "eval"), (SPECTRUM_METRICS, "space"), (TRAIN_METRICS, "train"), (INDEX_META, "index"),
+               (TIMINGS / "train.json", "train"), (TIMINGS / "index.json", "index")]
+    for path, group in sources:
+        if path.parent == TIMINGS and not path.is_file():
+            continue
         for key, value in read_json(path).items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 metrics[f"{group}/{key}"] = value

@@ -21,6 +21,7 @@ from dml.paths import (
     CHECKPOINT,
     MODEL,
     PREPROCESSED,
+    TIMINGS,
     TRAIN_CONFIG,
     TRAIN_CURVE,
     TRAIN_METRICS,
@@ -32,8 +33,11 @@ from stages._common import run_stage
 
 
 def write_curve(curve: list[EpochRecord]) -> None:
+    """The per-epoch curve without wall-clock seconds (those go to the timings file), so that the
+    same training writes the same file on any machine."""
+    columns = [f.name for f in fields(EpochRecord) if f.name != "seconds"]
     with atomic_file(TRAIN_CURVE) as tmp, tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=[f.name for f in fields(EpochRecord)])
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(asdict(record) for record in curve)
 
@@ -84,7 +88,6 @@ def train_stage(params: Params) -> None:
     write_json(TRAIN_METRICS, {
         "final_loss": last.loss,
         "epochs": len(result.curve),
-        "train_seconds": round(seconds, 2),
         "test_recall_at_1_last_epoch": last.test_recall_at_1,
         "val_recall_at_1_last_epoch": last.val_recall_at_1,
         # the model is this epoch's weights: best validation Recall@1, or the last epoch
@@ -95,6 +98,8 @@ def train_stage(params: Params) -> None:
         "test_recall_at_1_max_over_epochs": max((r.test_recall_at_1 for r in result.curve if r.test_recall_at_1 is not None), default=None),
     })
     write_json(TRAIN_RUN, tracker.reference())
+    TIMINGS.mkdir(parents=True, exist_ok=True)
+    write_json(TIMINGS / "train.json", {"train_seconds": round(seconds, 2), "epoch_seconds": [round(r.seconds, 2) for r in result.curve]})
     CHECKPOINT.unlink(missing_ok=True)
 
 
