@@ -94,7 +94,7 @@ def epoch_seconds(params: Params, split: ArraySplit, stats: Stats) -> float:
 def storage_pass_seconds(params: Params, split: ArraySplit, stats: Stats) -> float:
     setup = build_training(params, split, stats)
     started = time.perf_counter()
-    setup.storage.refresh(torch.from_numpy(embed_pass(setup.model, split, params)))
+    setup.storage.refresh(torch.from_numpy(embed_pass(setup.model, split, params, setup.storage.batch_size)))
     return time.perf_counter() - started
 
 

@@ -114,9 +114,10 @@ def spectrum_sample(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(len(labels), size=min(size, len(labels)), replace=False))
 
 
-def embed_pass(model: EmbeddingModel, split: ImageSource, params: Params) -> np.ndarray:
-    """Embeddings of a split as the embed stage computes them (eval transforms, train's device)."""
-    return embed_source(model, split, params.transforms, params.embed.batch_size,
+def embed_pass(model: EmbeddingModel, split: ImageSource, params: Params, batch_size: int | None = None) -> np.ndarray:
+    """Embeddings of a split as the embed stage computes them (eval transforms, train's device),
+    in batches of ``embed.batch_size`` unless ``batch_size`` is given."""
+    return embed_source(model, split, params.transforms, batch_size or params.embed.batch_size,
                         num_workers=params.loader.num_workers, amp=params.train.amp)
 
 
@@ -281,7 +282,7 @@ def train(
         if storage is not None:
             storage.flush()
             if storage.refresh_due(epoch):  # the initial fill counts in epoch 1's time
-                storage.refresh(torch.from_numpy(embed_pass(model, train_split, params)))
+                storage.refresh(torch.from_numpy(embed_pass(model, train_split, params, storage.batch_size)))
         total_loss = total_tuples = 0.0
         bar = tqdm(setup.loader, total=len(sampler), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress)
         for step, (images, index) in enumerate(bar):

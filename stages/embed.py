@@ -4,8 +4,7 @@ query + gallery) as Parquet, on the training device."""
 from __future__ import annotations
 
 from dml.config import Params
-from dml.data.loading import load_split
-from dml.data.manifest import SPLITS, read_manifest
+from dml.data.loading import load_splits
 from dml.device import resolve_device
 from dml.embeddings import EmbeddingTable, write_embeddings
 from dml.inference import embed_source
@@ -18,10 +17,8 @@ from stages._common import run_stage
 def embed(params: Params) -> None:
     device = resolve_device(params.train.device)
     model = load_model(MODEL).to(device)
-    present = set(read_manifest(PREPROCESSED, check_files=False).column("split").to_pylist())
     with atomic_dir(EMBEDDINGS) as root:
-        for split in (s for s in SPLITS if s in present):
-            source = load_split(PREPROCESSED, split)
+        for split, source in load_splits(PREPROCESSED).items():
             vectors = embed_source(model, source, params.transforms, params.embed.batch_size, device,
                                    params.loader.num_workers, params.train.amp, progress=True)
             write_embeddings(root / f"{split}.parquet", EmbeddingTable(source.ids, source.labels, vectors))

@@ -12,9 +12,9 @@ from dataclasses import asdict, fields
 
 from dml.config import Params
 from dml.config import ConfigError
-from dml.data.loading import load_split
-from dml.data.manifest import read_manifest
+from dml.data.loading import load_splits
 from dml.data.stats import load_stats
+from dml.errors import DatasetError
 from dml.io import atomic_file, read_json, write_json
 from dml.models.checkpoint import save_model
 from dml.paths import (
@@ -52,11 +52,12 @@ def check_config_is_current(params: Params) -> None:
 def train_stage(params: Params) -> None:
     check_config_is_current(params)
     stats = load_stats(PREPROCESSED)
-    train_split = load_split(PREPROCESSED, "train")
-    present = set(read_manifest(PREPROCESSED, check_files=False).column("split").to_pylist())
-    val_split = load_split(PREPROCESSED, "val") if "val" in present else None
+    splits = load_splits(PREPROCESSED)
+    if "train" not in splits:
+        raise DatasetError(f"{PREPROCESSED}: the manifest has no 'train' images")
+    train_split, val_split = splits["train"], splits.get("val")
     # Monitoring only, and only when asked: the test classes never choose anything.
-    test_split = load_split(PREPROCESSED, "test") if params.train.track_test_recall and "test" in present else None
+    test_split = splits.get("test") if params.train.track_test_recall else None
     tracker: TrainingRun | None = None
 
     def on_start(fingerprint: str, attempt: str, restored: list[EpochRecord]) -> None:

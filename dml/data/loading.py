@@ -29,7 +29,7 @@ from torchvision.transforms import v2
 
 from dml.config import TransformsConfig
 from dml.data.decode import decode_file
-from dml.data.manifest import image_root, read_manifest
+from dml.data.manifest import SPLITS, image_root, read_manifest
 from dml.data.stats import load_stats
 from dml.errors import DatasetError
 
@@ -100,20 +100,32 @@ class FileSplit:
         return FileSplit(self.root, self.paths[rows], self.labels[rows], self.ids[rows], self.channels)
 
 
-def load_split(root: Path | str, split: str) -> FileSplit:
-    """One split of the preprocessed dataset at ``root`` (manifest.parquet + stats.json)."""
+def load_splits(root: Path | str) -> dict[str, FileSplit]:
+    """Every split the preprocessed dataset at ``root`` has (manifest.parquet + stats.json, each
+    read once), in the manifest contract's order: train, val, test / query, gallery."""
     root = Path(root)
     table = read_manifest(root, check_files=False)
-    rows = table.filter(pc.equal(table.column("split"), split))
-    if rows.num_rows == 0:
+    images, channels = image_root(table, root), load_stats(root).channels
+    splits = {}
+    for split in SPLITS:
+        rows = table.filter(pc.equal(table.column("split"), split))
+        if rows.num_rows:
+            splits[split] = FileSplit(
+                root=images,
+                paths=np.array([p.encode() for p in rows.column("path").to_pylist()], dtype=np.bytes_),
+                labels=rows.column("label").to_numpy().astype(np.int64),
+                ids=rows.column("id").to_numpy().astype(np.int64),
+                channels=channels,
+            )
+    return splits
+
+
+def load_split(root: Path | str, split: str) -> FileSplit:
+    """One split of the preprocessed dataset at ``root``."""
+    splits = load_splits(root)
+    if split not in splits:
         raise DatasetError(f"{root}: the manifest has no {split!r} images")
-    return FileSplit(
-        root=image_root(table, root),
-        paths=np.array([p.encode() for p in rows.column("path").to_pylist()], dtype=np.bytes_),
-        labels=rows.column("label").to_numpy().astype(np.int64),
-        ids=rows.column("id").to_numpy().astype(np.int64),
-        channels=load_stats(root).channels,
-    )
+    return splits[split]
 
 
 def train_transform(cfg: TransformsConfig) -> v2.Compose:
@@ -212,25 +224,25 @@ class EpochBatches:
             yield [(int(index), (base + position) % 2**63) for position, index in enumerate(batch)]
 
 
-def loader_options(num_workers: int, device: torch.device, prefetch_factor: int) -> dict:
-    """Worker, pinning and prefetch settings shared by the training and embedding loaders."""
+def loader_options(num_workers: int, device: torch.device, prefetch_factor: int, persistent: bool) -> dict:
+    """Worker, pinning and prefetch settings shared by the training and embedding loaders;
+    ``persistent``: workers live across epochs (training), not past one pass (embedding)."""
     options: dict = {"num_workers": num_workers, "pin_memory": device.type == "cuda"}
     if num_workers > 0:
-        options.update(persistent_workers=True, prefetch_factor=prefetch_factor)
+        options.update(persistent_workers=persistent, prefetch_factor=prefetch_factor)
     return options
 
 
 def train_loader(
     source: ImageSource, cfg: TransformsConfig, batches: EpochBatches, device: torch.device, num_workers: int, prefetch_factor: int
 ) -> DataLoader:
-    return DataLoader(ImageDataset(source, train_transform(cfg)), batch_sampler=batches, **loader_options(num_workers, device, prefetch_factor))
+    return DataLoader(ImageDataset(source, train_transform(cfg)), batch_sampler=batches,
+                      **loader_options(num_workers, device, prefetch_factor, persistent=True))
 
 
 def eval_loader(
     source: ImageSource, cfg: TransformsConfig, batch_size: int, device: torch.device, num_workers: int = 0, prefetch_factor: int = 2
 ) -> DataLoader:
     """In order, no augmentation (embedding passes: stages, storage refresh, monitoring)."""
-    return DataLoader(
-        ImageDataset(source, eval_transform(cfg)), batch_size=batch_size, shuffle=False,
-        **{**loader_options(num_workers, device, prefetch_factor), "persistent_workers": False},
-    )
+    return DataLoader(ImageDataset(source, eval_transform(cfg)), batch_size=batch_size, shuffle=False,
+                      **loader_options(num_workers, device, prefetch_factor, persistent=False))
