@@ -67,6 +67,21 @@ class TrainConfig(Section):
     spectrum_sample: int = Field(512, ge=16, description="training images (a fixed seeded sample) the spectrum is computed on")
 
 
+class PretrainConfig(Section):
+    """Stage pretrain: the backbone first learns to classify the disjoint ``source`` classes
+    (``data.glyphs.source_fraction``, or a manifest's split ``source``); train then starts from those
+    features with a fresh embedding head. The embedded analogue of the paper's ImageNet-pretrained
+    backbones (fine-tune with a low ``optim.lr``). Reads ``model`` (the backbone), ``transforms``
+    and ``train.device`` / ``train.amp``; its own seed, so every training seed shares one
+    pretrained network, as every seed of the paper shares the ImageNet weights."""
+
+    epochs: int = Field(0, ge=0, description="0 = off: train starts from the backbone's own initialisation")
+    batch_size: int = Field(112, ge=2)
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(4e-4, ge=0.0)
+    seed: int = Field(0, ge=0)
+
+
 class TransformsConfig(Section):
     """Image geometry and augmentation (torchvision transforms.v2; see dml/data/loading.py).
     Pixel normalisation is the model's: the backbone's constants when pretrained, else the
@@ -212,6 +227,7 @@ class Params(Section):
     sampler: SamplerSection = SamplerSection()
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
+    pretrain: PretrainConfig = PretrainConfig()
     transforms: TransformsConfig = TransformsConfig()
     loader: LoaderConfig = LoaderConfig()
     embed: EmbedConfig = EmbedConfig()

@@ -45,6 +45,7 @@ from dml.models import EmbeddingModel, build_model
 from dml.registry import lookup
 from dml.samplers.basic import BatchSampler
 from dml.samplers.registry import build_sampler, build_storage
+from dml.pretraining import PretrainedBackbone
 from dml.samplers.storage import EmbeddingStorage
 
 # ``optim.name`` in params.yaml -> optimizer class (the loss's own parameters get their own group).
@@ -78,10 +79,14 @@ class TrainResult:
     selection: str  # "val" (best validation Recall@1) or "last"
 
 
-def training_fingerprint(params: Params, stats: Stats) -> str:
-    """Identifies a training run: the sections that shape it plus the data it reads. A checkpoint
-    is only resumed by a run with the same fingerprint."""
-    payload = json.dumps({"params": params.training_config(), "data": asdict(stats)}, sort_keys=True)
+def training_fingerprint(params: Params, stats: Stats, init: PretrainedBackbone | None = None) -> str:
+    """Identifies a training run: the sections that shape it plus the data it reads (and the
+    pretrained backbone it starts from). A checkpoint is only resumed by a run with the same
+    fingerprint."""
+    content = {"params": params.training_config(), "data": asdict(stats)}
+    if init is not None:
+        content["init"] = init.sha256
+    payload = json.dumps(content, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -157,7 +162,8 @@ class TrainingSetup:
     device: torch.device
 
 
-def build_training(params: Params, train_split: ImageSource, stats: Stats) -> TrainingSetup:
+def build_training(params: Params, train_split: ImageSource, stats: Stats, init: PretrainedBackbone | None = None) -> TrainingSetup:
+    """``init``: start the backbone from the pretrain stage's features (the head stays fresh)."""
     cfg = params.train
     torch.manual_seed(cfg.seed)
     if cfg.num_threads:
@@ -167,6 +173,12 @@ def build_training(params: Params, train_split: ImageSource, stats: Stats) -> Tr
     device = resolve_device(cfg.device)
     labels_np, num_classes = contiguous_labels(train_split.labels)
     model = build_model(params.model, stats.channels, stats.mean, stats.std)  # built on the CPU: same init everywhere
+    if init is not None:
+        try:
+            model.features.load_state_dict(init.features)
+        except RuntimeError as err:
+            raise ConfigError(f"model.name: the pretrained backbone does not fit {params.model.name!r} "
+                              f"({str(err).splitlines()[0]}); rerun stage pretrain") from None
     criterion = build_loss(params.loss, num_classes, params.model.embed_dim)
     model.to(device, memory_format=torch.channels_last if device.type == "cuda" else torch.preserve_format)
     criterion.to(device)
@@ -229,13 +241,14 @@ def train(
     on_epoch: Callable[[EpochRecord], None] | None = None,
     progress: bool = True,
     attempt: str = "",
+    init: PretrainedBackbone | None = None,
 ) -> TrainResult:
     """Train from params; with ``checkpoint``, save every epoch there and resume from it when it
     belongs to the same training (fingerprint). ``attempt`` (a fresh run's id) is stored with it;
     a resumed training takes the checkpoint's, so it continues the same tracking run.
     ``on_start(fingerprint, attempt, restored_curve)`` is called once training is set up.
     ``val_split`` (held-out training classes) and ``test_split`` are embedded after every epoch
-    for the curve's Recall@1 when given."""
+    for the curve's Recall@1 when given. ``init``: the pretrained backbone to start from."""
     cfg = params.train
     if cfg.selection == "val" and val_split is None:
         raise ConfigError("train.selection: val chooses the epoch on the validation split, but the data has none (set data.val_classes > 0)")
@@ -244,11 +257,11 @@ def train(
     train_split = in_memory(train_split, params.loader.in_memory_mib)
     val_split = in_memory(val_split, params.loader.in_memory_mib) if val_split is not None else None
     test_split = in_memory(test_split, params.loader.in_memory_mib) if test_split is not None else None
-    setup = build_training(params, train_split, stats)
+    setup = build_training(params, train_split, stats, init)
     model, criterion, miner, sampler, optimizer = setup.model, setup.criterion, setup.miner, setup.sampler, setup.optimizer
     storage = setup.storage
 
-    fingerprint = training_fingerprint(params, stats)
+    fingerprint = training_fingerprint(params, stats, init)
     curve: list[EpochRecord] = []
     start_epoch = 0
     best: dict | None = None  # selection "val": {"epoch", "score", "model"} of the best epoch so far

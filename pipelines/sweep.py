@@ -21,6 +21,8 @@ Usage::
     python -m pipelines.sweep --check sweeps/rho.yaml   # validate, list what would run
     python -m pipelines.sweep --show sweeps/rho.yaml    # per run: what varies and the key numbers
     python -m pipelines.sweep --report sweeps/rho.yaml  # rewrite reports/<sweep>/ only
+    # the same sweep under a condition, as its own study (experiments rho-script-*, reports/rho-script/)
+    python -m pipelines.sweep sweeps/rho.yaml --set data.glyphs.split_by=script --name rho-script
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from dml.config import parse_params
 from dml.studies.aggregate import aggregate, show_table
 from dml.studies.experiments import Experiment, ExperimentsError, list_experiments
-from dml.studies.sweep import Plan, SweepError, plan
+from dml.studies.sweep import Plan, SweepError, parse_assignment, plan
 from dml.tracking import SWEEP_ENV, SWEEP_RUN_ENV, VARIANT_ENV, Tracker, source_commit
 from pipelines._process import dvc_command, stream
 
@@ -125,12 +127,12 @@ def parent_run(sweep: Plan) -> Tracker:
 
 
 @flow(name="dvc-sweep")
-def sweep_flow(sweep_file: str) -> dict[str, str]:
+def sweep_flow(sweep_file: str, overrides: dict | None = None, name: str | None = None) -> dict[str, str]:
     """Run the sweep's missing experiments, then write and log its report; returns
     ``{experiment: "skipped" | "ran in N s" | "failed: why"}``."""
     logger = get_run_logger()
     root = os.getcwd()
-    sweep = plan(sweep_file)
+    sweep = plan(sweep_file, overrides=overrides, name=name)
     state = todo(sweep, list_experiments(root))
     logger.info(f"sweep {sweep.spec.name}: {len(sweep.runs)} runs, {len(state.done)} done (skipped), "
                 f"{len(state.to_run)} to run, at most {sweep.spec.concurrency} at a time")
@@ -180,10 +182,14 @@ def main(argv: list[str] | None = None) -> None:
     mode.add_argument("--check", action="store_true", help="validate the sweep and list what would run")
     mode.add_argument("--show", action="store_true", help="per run: what varies, the key numbers, its state")
     mode.add_argument("--report", action="store_true", help="write reports/<sweep>/ from the experiments only")
+    parser.add_argument("--set", "-S", action="append", default=[], metavar="KEY=VALUE",
+                        help="an override of every run (added to the sweep's base); with --name, a condition of the study")
+    parser.add_argument("--name", help="the sweep's name for this condition (experiments <name>-<variant>-s<seed>, reports/<name>/)")
     args = parser.parse_args(argv)
     os.chdir(args.root)
     try:
-        sweep = plan(args.sweep)  # before anything runs, and before Prefect starts
+        overrides = dict(parse_assignment(text) for text in args.set)
+        sweep = plan(args.sweep, overrides=overrides, name=args.name)  # before anything runs, and before Prefect starts
         if args.check or args.show or args.report:
             experiments = list_experiments(".")
     except (SweepError, ExperimentsError) as err:
@@ -205,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     runner = ThreadPoolTaskRunner(max_workers=sweep.spec.concurrency)
     try:
-        outcome = sweep_flow.with_options(task_runner=runner)(args.sweep)
+        outcome = sweep_flow.with_options(task_runner=runner)(args.sweep, overrides, args.name)
     except (SweepError, ExperimentsError) as err:  # the repository changed under the sweep, say
         print(str(err), file=sys.stderr)
         raise SystemExit(1) from None

@@ -44,6 +44,8 @@ def write_glyphs(cfg: DataConfig, out: Path) -> tuple[RawDataset, dict[str, Any]
         min_fonts=knobs.min_fonts,
         train_fraction=cfg.train_fraction,
         max_classes=knobs.max_classes,
+        split_by=knobs.split_by,
+        source_fraction=knobs.source_fraction,
     )
     paths = []
     for i, (image, label) in enumerate(zip(glyphs.images, glyphs.labels)):
@@ -60,7 +62,7 @@ def write_glyphs(cfg: DataConfig, out: Path) -> tuple[RawDataset, dict[str, Any]
         paths=paths,
         labels=labels,
         class_names=[glyphs.class_names[label] for label in labels],
-        splits=["train" if t else "test" for t in glyphs.is_train.tolist()],
+        splits=glyphs.splits,
     )
     return dataset, {"sha256": glyphs.sha256, "freetype": features.version_module("freetype2") or "unknown"}
 

@@ -21,12 +21,14 @@ from dml.paths import (
     CHECKPOINT,
     MODEL,
     PREPROCESSED,
+    PRETRAINED,
     TIMINGS,
     TRAIN_CONFIG,
     TRAIN_CURVE,
     TRAIN_METRICS,
     TRAIN_RUN,
 )
+from dml.pretraining import load_pretrained
 from dml.tracking import TrainingRun, new_attempt
 from dml.training import EpochRecord, train
 from stages._common import run_stage
@@ -58,6 +60,7 @@ def train_stage(params: Params) -> None:
     train_split, val_split = splits["train"], splits.get("val")
     # Monitoring only, and only when asked: the test classes never choose anything.
     test_split = splits.get("test") if params.train.track_test_recall else None
+    init = load_pretrained(PRETRAINED)  # None: the backbone's own initialisation
     tracker: TrainingRun | None = None
 
     def on_start(fingerprint: str, attempt: str, restored: list[EpochRecord]) -> None:
@@ -74,7 +77,7 @@ def train_stage(params: Params) -> None:
     started = time.perf_counter()
     try:
         result = train(params, train_split, stats, test_split=test_split, val_split=val_split, checkpoint=CHECKPOINT,
-                       on_start=on_start, on_epoch=on_epoch, attempt=new_attempt())
+                       on_start=on_start, on_epoch=on_epoch, attempt=new_attempt(), init=init)
     except BaseException as err:
         if tracker is not None:
             tracker.finish("FAILED" if isinstance(err, Exception) else "KILLED")
@@ -89,6 +92,7 @@ def train_stage(params: Params) -> None:
     write_json(TRAIN_METRICS, {
         "final_loss": last.loss,
         "epochs": len(result.curve),
+        "initialisation": "pretrained on source" if init is not None else "backbone default",
         "test_recall_at_1_last_epoch": last.test_recall_at_1,
         "val_recall_at_1_last_epoch": last.val_recall_at_1,
         # the model is this epoch's weights: best validation Recall@1, or the last epoch

@@ -103,6 +103,12 @@ def test_shipped_params_validate_and_state_every_default():
         ({"gallery": {"queries": 0, "worst": 0}}, "params.yaml: gallery.queries: queries and worst are both 0"),
         ({"gallery": {"thumb_px": 8}}, "params.yaml: gallery.thumb_px: Input should be greater than or equal to 16"),
         ({"evaluation": {}}, "params.yaml: evaluation: unknown key"),
+        (
+            {"data": {"train_fraction": 0.3, "glyphs": {"split_by": "script"}}},
+            "params.yaml: data.train_fraction: 0.3 has no effect with data.glyphs.split_by: script",
+        ),
+        ({"data": {"glyphs": {"split_by": "block"}}}, "params.yaml: data.glyphs.split_by: unknown value 'block'"),
+        ({"pretrain": {"lr": 0}}, "params.yaml: pretrain.lr: Input should be greater than 0"),
         ([1, 2], "params.yaml: top level must be a mapping"),
     ],
 )

@@ -240,3 +240,50 @@ def test_unknown_difficulty_lists_the_choices():
 def test_discover_rejects_bad_min_fonts():
     with pytest.raises(ValueError, match="min_fonts"):
         discover_classes(min_fonts=0)
+
+
+# ---------------------------------------------------------------- shifted split and source classes
+
+
+def test_script_split_trains_on_symbols_and_tests_on_letters(full):
+    """Reference: Unicode general categories (unicodedata), one class at a time."""
+    import unicodedata
+
+    gs = generate_glyphs(seed=0, samples_per_class=2, split_by="script")
+    names = np.array(gs.class_names)
+    train, test = set(gs.labels[gs.is_train].tolist()), set(gs.labels[~gs.is_train].tolist())
+    assert train.isdisjoint(test) and len(train | test) == len(full.class_names)
+    has_letter = [any(unicodedata.category(ch).startswith("L") for ch in name) for name in names]
+    assert all(has_letter[k] for k in test) and not any(has_letter[k] for k in train)
+    assert {"→", "∀"} <= {ch for k in train for ch in names[k]}
+    assert {"Ж", "ა", "λ"} <= {ch for k in test for ch in names[k]}
+    assert sorted(names) == sorted(full.class_names)  # the same classes, split differently
+
+
+def test_source_classes_are_held_out_of_train_and_test(full):
+    n = len(full.class_names)
+    gs = generate_glyphs(seed=0, samples_per_class=2, source_fraction=0.25)
+    source = set(gs.labels[gs.is_source].tolist())
+    train = set(gs.labels[gs.is_train].tolist())
+    test = set(gs.labels[~gs.is_train & ~gs.is_source].tolist())
+    assert len(source) == round(0.25 * n)
+    assert source.isdisjoint(train) and source.isdisjoint(test) and train.isdisjoint(test)
+    assert len(train) == round(0.5 * (n - len(source)))  # train_fraction of what is left
+    # the source is the head of the shuffle, the same classes under either split
+    assert [gs.class_names[k] for k in sorted(source)] == full.class_names[: len(source)]
+    shifted = generate_glyphs(seed=0, samples_per_class=2, source_fraction=0.25, split_by="script")
+    assert {shifted.class_names[k] for k in set(shifted.labels[shifted.is_source].tolist())} == {gs.class_names[k] for k in source}
+    assert gs.splits.count("source") == 2 * len(source)
+
+
+def test_no_source_and_random_split_is_the_original_set(small):
+    again = generate_glyphs(seed=0, **SMALL, source_fraction=0.0, split_by="random")
+    assert again.sha256 == small.sha256 and np.array_equal(again.is_train, small.is_train)
+    assert set(again.splits) == {"train", "test"}
+
+
+def test_bad_split_arguments_raise():
+    with pytest.raises(ValueError, match="split_by"):
+        generate_glyphs(samples_per_class=2, max_classes=12, split_by="alphabet")
+    with pytest.raises(ValueError, match="source_fraction"):
+        generate_glyphs(samples_per_class=2, max_classes=12, source_fraction=1.0)

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-ALL_STAGES = ["prepare", "preprocess", "configure", "train", "embed", "index", "evaluate", "spectrum", "gallery", "report"]
+ALL_STAGES = ["prepare", "preprocess", "configure", "pretrain", "train", "embed", "index", "evaluate", "spectrum", "gallery", "report"]
 
 TINY = {
     "data": {"glyphs": {"max_classes": 16, "samples_per_class": 8}},
@@ -239,3 +239,27 @@ def test_forced_rerun_writes_the_same_outputs(repo):
     run([sys.executable, "-m", "dvc", "repro", "--force"], repo)
     changed = [name for name in stable if (repo / name).read_bytes() != before[name]]
     assert changed == []
+
+
+def test_pretrain_on_source_classes_feeds_training_and_is_shared_by_seeds(repo):
+    original = (repo / "params.yaml").read_text()
+    try:
+        set_params(repo, pretrain={"epochs": 1, "batch_size": 16}, train={"epochs": 1})
+        failed = run([sys.executable, "-m", "dvc", "repro"], repo, check=False)
+        errors = [line for line in (failed.stdout + failed.stderr).splitlines() if line.startswith("error in stage")]
+        assert failed.returncode != 0 and errors and "'source' split" in errors[0] and "source_fraction" in errors[0]
+
+        set_params(repo, data={"glyphs": {"source_fraction": 0.25}})
+        first = run([sys.executable, "-m", "dvc", "repro"], repo)
+        assert {"prepare", "pretrain", "train"} <= ran_stages(first.stdout)
+        prepared = json.loads((repo / "data/prepared/dataset.json").read_text())["splits"]
+        assert prepared["source"]["classes"] == 4 and prepared["train"]["classes"] == 6  # 16 classes: 4 source, half of 12
+        pretrained = json.loads((repo / "metrics/pretrain.json").read_text())
+        assert pretrained["epochs"] == 1 and pretrained["classes"] == 4 and pretrained["images"] == 32
+        assert json.loads((repo / "metrics/train.json").read_text())["initialisation"] == "pretrained on source"
+
+        set_params(repo, train={"seed": 1})
+        reseeded = run([sys.executable, "-m", "dvc", "repro"], repo)
+        assert "train" in ran_stages(reseeded.stdout) and "pretrain" not in ran_stages(reseeded.stdout)
+    finally:
+        (repo / "params.yaml").write_text(original)

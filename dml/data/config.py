@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from dml.schema import Section
 
@@ -24,6 +24,17 @@ class GlyphsConfig(Section):
     difficulty: Literal["easy", "hard"] = "hard"
     min_fonts: int = Field(8, ge=1)
     max_classes: int | None = Field(None, ge=4, description="keep only the first N classes (tiny test configs)")
+    split_by: Literal["random", "script"] = Field(
+        "random",
+        description="random: data.train_fraction of the shuffled classes train; script: a distribution shift, classes "
+        "without a letter (arrows, math operators, symbols, digits) train, letter classes (Latin, Greek, Cyrillic, "
+        "Armenian, Georgian) test",
+    )
+    source_fraction: float = Field(
+        0.0, ge=0.0, lt=1.0,
+        description="share of the shuffled classes held out as split 'source' (neither train nor test, every script): "
+        "the disjoint set `pretrain` trains on",
+    )
 
 
 class DataConfig(Section):
@@ -50,3 +61,11 @@ class DataConfig(Section):
     )
     check_workers: int = Field(4, ge=1, le=64, description="threads decoding every image of a real dataset")
     glyphs: GlyphsConfig = GlyphsConfig()
+
+    @model_validator(mode="after")
+    def _split_knobs_used(self) -> DataConfig:
+        # a knob that would silently do nothing is an error instead
+        if self.name == "glyphs" and self.glyphs.split_by == "script" and self.train_fraction != 0.5:
+            raise ValueError(f"data.train_fraction: {self.train_fraction} has no effect with data.glyphs.split_by: script "
+                             "(letters test, the rest trains); leave it at 0.5")
+        return self

@@ -33,6 +33,7 @@ import hashlib
 import math
 import numbers
 import os
+import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +42,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 __all__ = [
     "AUGMENTATIONS",
     "DIFFICULTIES",
+    "SPLIT_BY",
     "SPLIT_SEED",
     "Augmentation",
     "GlyphClass",
@@ -419,6 +421,13 @@ class GlyphSet:
     class_names: list[str]
     is_train: np.ndarray  # bool, shape (N,), True for samples of train classes
     sha256: str  # hash of images.tobytes() + labels.tobytes()
+    is_source: np.ndarray | None = None  # bool, shape (N,): the pretraining source classes (neither train nor test)
+
+    @property
+    def splits(self) -> list[str]:
+        """Each sample's split: "source", "train" or "test"."""
+        source = self.is_source if self.is_source is not None else np.zeros_like(self.is_train)
+        return ["source" if s else "train" if t else "test" for s, t in zip(source.tolist(), self.is_train.tolist())]
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:
@@ -481,14 +490,32 @@ def _sample(glyph_class: GlyphClass, rng: np.random.Generator, size: int, aug: A
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 
+# How the classes are divided into train and test (``data.glyphs.split_by``):
+#   random: the first train_fraction of the shuffled classes train, the rest test;
+#   script: a real distribution shift: every class without a letter (arrows, mathematical
+#           operators, punctuation, symbols, digits) trains, every class with a letter (Latin,
+#           Greek, Cyrillic, Armenian, Georgian) tests.
+SPLIT_BY: tuple[str, ...] = ("random", "script")
+
+
+def is_letter_class(name: str) -> bool:
+    """A class holds a letter when any of its merged characters is a Unicode letter (category L*):
+    "0OoΟ..." and "2շ" are letter classes, "∏" alone or "→" are not."""
+    return any(unicodedata.category(ch).startswith("L") for ch in name)
+
+
 def generate_glyphs(seed: int = 0, samples_per_class: int = 40, image_size: int = 32,
                     difficulty: str = "hard", min_fonts: int = 8, train_fraction: float = 0.5,
-                    max_classes: int | None = None) -> GlyphSet:
+                    max_classes: int | None = None, split_by: str = "random",
+                    source_fraction: float = 0.0) -> GlyphSet:
     """Samples ordered by (shuffled class order, sample index); max_classes keeps the first
     max_classes classes after the shuffle (for tiny test configs).
 
-    ``class_names`` follow the shuffled order (label ``k`` is ``class_names[k]``); the first
-    ``round(train_fraction * n_classes)`` classes (at least one, at most all but one) are train.
+    ``class_names`` follow the shuffled order (label ``k`` is ``class_names[k]``). The first
+    ``round(source_fraction * n_classes)`` classes are the pretraining *source* set (held out of
+    both train and test, drawn from every script); of the rest, ``split_by`` decides (see
+    :data:`SPLIT_BY`): with ``random`` the first ``round(train_fraction * n)`` (at least one, at
+    most all but one) are train. ``source_fraction=0`` and ``random`` give the original split.
     """
     _check_int("seed", seed, 0)
     _check_int("samples_per_class", samples_per_class, 2)
@@ -502,6 +529,12 @@ def generate_glyphs(seed: int = 0, samples_per_class: int = 40, image_size: int 
         raise ValueError(f"train_fraction must be a number strictly between 0 and 1, got {train_fraction!r}")
     if max_classes is not None:
         _check_int("max_classes", max_classes, 2)
+    if split_by not in SPLIT_BY:
+        raise ValueError(f"split_by must be one of {SPLIT_BY}, got {split_by!r}")
+    if isinstance(source_fraction, bool) or not isinstance(source_fraction, numbers.Real) or not (
+        0.0 <= source_fraction < 1.0
+    ):
+        raise ValueError(f"source_fraction must be a number in [0, 1), got {source_fraction!r}")
 
     classes = _discover(min_fonts)
     if len(classes) < 2:
@@ -510,7 +543,19 @@ def generate_glyphs(seed: int = 0, samples_per_class: int = 40, image_size: int 
     if max_classes is not None:
         order = order[:max_classes]
     n_classes = len(order)
-    n_train = min(max(round(train_fraction * n_classes), 1), n_classes - 1)
+    n_source = round(source_fraction * n_classes)
+    source, rest = order[:n_source], order[n_source:]
+    if split_by == "random":
+        n_train = min(max(round(train_fraction * len(rest)), 1), len(rest) - 1)
+        train, test = rest[:n_train], rest[n_train:]
+    else:
+        letters = np.array([is_letter_class(classes[i].name) for i in rest.tolist()], dtype=bool)
+        train, test = rest[~letters], rest[letters]
+    if len(train) == 0 or len(test) == 0:
+        raise ValueError(f"split_by={split_by!r} with {n_classes} classes ({n_source} source) leaves "
+                         f"{len(train)} train and {len(test)} test classes; both need at least one")
+    # labels: source classes first, then train, then test (each in shuffled order)
+    order = np.concatenate([source, train, test])
 
     aug = AUGMENTATIONS[difficulty]
     render_size = max(_RENDER_SIZE, 2 * image_size)
@@ -522,7 +567,8 @@ def generate_glyphs(seed: int = 0, samples_per_class: int = 40, image_size: int 
                 classes[class_index], rng, image_size, aug, render_size
             )
     labels = np.repeat(np.arange(n_classes, dtype=np.int64), samples_per_class)
-    is_train = labels < n_train
+    is_source = labels < n_source
+    is_train = ~is_source & (labels < n_source + len(train))
     digest = hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest()
     return GlyphSet(
         images=images,
@@ -530,4 +576,5 @@ def generate_glyphs(seed: int = 0, samples_per_class: int = 40, image_size: int 
         class_names=[classes[i].name for i in order.tolist()],
         is_train=is_train,
         sha256=digest,
+        is_source=is_source,
     )

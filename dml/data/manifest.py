@@ -3,7 +3,8 @@
 Columns: ``id`` (int64, unique), ``path`` (str, POSIX, relative to the image root),
 ``label`` (int64), ``class_name`` (str), ``split``: "train", "val" (classes held out of training
 for model selection), and either "test" (all-vs-all retrieval) or "query" + "gallery" (In-Shop:
-queries searched against the gallery). Every dataset, generated or read from an official format,
+queries searched against the gallery); optionally "source" (classes in neither, that ``pretrain``
+trains a classifier on). Every dataset, generated or read from an official format,
 is prepared into this one shape, so everything downstream of ``prepare`` is dataset-agnostic.
 
 The image root is the schema metadata key ``image_root``: a path, relative paths resolved
@@ -21,7 +22,7 @@ import pyarrow.parquet as pq
 from dml.errors import DatasetError
 
 MANIFEST_NAME = "manifest.parquet"
-SPLITS = ("train", "val", "test", "query", "gallery")
+SPLITS = ("train", "val", "test", "query", "gallery", "source")
 IMAGE_ROOT_KEY = "image_root"
 
 SCHEMA = pa.schema(

@@ -47,7 +47,7 @@ from dml.data.stats import STATS_NAME, Stats, save_stats
 from dml.errors import DatasetError
 from dml.io import atomic_dir
 
-HASHED_SPLITS = ("train", "val")  # the data a model is trained and selected on
+HASHED_SPLITS = ("train", "val", "source")  # the data a model is (pre)trained and selected on
 _LEVELS = range(256)
 
 

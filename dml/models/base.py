@@ -97,12 +97,15 @@ class EmbeddingModel(nn.Module):
         """``images``: uint8 or float in [0, 255], shape (B, C, H, W), RGB (or grayscale); any
         memory format. The normalisation runs in float32; under autocast the backbone's own
         layers pick their precision."""
+        embedding = self.head(self.backbone_features(images))
+        return F.normalize(embedding, dim=-1) if self.normalize else embedding
+
+    def backbone_features(self, images: torch.Tensor) -> torch.Tensor:
+        """The pooled backbone features (B, feature_dim) before the head (pretraining's input)."""
         x = images.float()
         if self.bgr:
             x = x.flip(1)
-        x = (x - self.mean) / self.std
-        embedding = self.head(self.features(x))
-        return F.normalize(embedding, dim=-1) if self.normalize else embedding
+        return self.features((x - self.mean) / self.std)
 
     def train(self, mode: bool = True) -> EmbeddingModel:
         super().train(mode)

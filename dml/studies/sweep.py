@@ -253,11 +253,41 @@ def dvc_reads(params_file: Path, args: list[str]) -> dict[str, Any]:
         return read_yaml(copy_path)
 
 
-def plan(sweep_path: Path | str, params_path: Path | str = PARAMS_FILE) -> Plan:
-    """Load the sweep and validate every run against ``params_path``; raises :class:`SweepError`
-    with one line per bad variant (its first bad run)."""
+def with_condition(spec: SweepSpec, overrides: dict[str, Any] | None = None, name: str | None = None) -> SweepSpec:
+    """The same sweep under a condition: ``overrides`` added to (and winning over) its base, under
+    another ``name`` (its experiments, report folder and MLflow runs), e.g. the rho sweep on the
+    shifted split: ``with_condition(spec, {"data.glyphs.split_by": "script"}, "rho-script")``."""
+    if not overrides and name is None:
+        return spec
+    raw = {**spec.model_dump(exclude_none=True), "base": {**spec.base, **(overrides or {})}, "name": name or spec.name}
+    try:
+        return SweepSpec.model_validate(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise SweepError(f"{_loc(first['loc'])}: {first['msg'].removeprefix('Value error, ')} (got {first.get('input')!r})") from None
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """``key=value`` of the command line, the value read as YAML like params.yaml (``0.1`` a
+    number, ``script`` a string, ``[1,2]`` a list)."""
+    from ruamel.yaml import YAML, YAMLError
+
+    key, sep, value = text.partition("=")
+    if not sep or not re.fullmatch(r"[A-Za-z_]\w*(?:\.\w+)+", key):
+        raise SweepError(f"--set {text!r}: expected section.key=value")
+    try:
+        return key, YAML(typ="safe", pure=True).load(value)
+    except YAMLError as err:
+        raise SweepError(f"--set {text!r}: the value is not valid YAML ({err})") from None
+
+
+def plan(sweep_path: Path | str, params_path: Path | str = PARAMS_FILE, overrides: dict[str, Any] | None = None,
+         name: str | None = None) -> Plan:
+    """Load the sweep (under the condition ``overrides`` / ``name``, see :func:`with_condition`)
+    and validate every run against ``params_path``; raises :class:`SweepError` with one line per
+    bad variant (its first bad run)."""
     sweep_path, params_path = Path(sweep_path), Path(params_path)
-    spec = load_sweep(sweep_path)
+    spec = with_condition(load_sweep(sweep_path), overrides, name)
     runs = expand(spec)
     try:
         raw = read_yaml(params_path) if params_path.is_file() else None
