@@ -393,7 +393,7 @@ def draw_gallery(rows: Sequence[GalleryRow], path: Path, title: Sequence[str], t
                 fontweight="bold" if bold else "normal", parse_math=False)
     for x, y, text in captions:
         ax.text(x, y, text, ha="center", va="top", fontsize=font_pt, parse_math=False)
-    fig.savefig(path, dpi=dpi, format="png")
+    fig.savefig(path, dpi=dpi, format="png", metadata={"Software": None})
     plt.close(fig)
 
 

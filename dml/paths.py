@@ -11,7 +11,6 @@ TRAIN_CONFIG = Path("configs/train.json")  # the resolved training config (stage
 MODEL = Path("models/model.pt")
 PRETRAINED = Path("models/pretrained.pt")  # the pretrain stage's backbone (or "none")
 PRETRAIN_METRICS = Path("metrics/pretrain.json")
-TRAIN_RUN = Path("models/mlflow_run.json")
 CHECKPOINT = Path("checkpoints/train.pt")
 EMBEDDINGS = Path("embeddings")
 INDEX = Path("index")
@@ -26,10 +25,16 @@ SPECTRUM_PNG = Path("plots/spectrum.png")
 CURVE_PNG = Path("plots/train_curve.png")
 TRAIN_SPECTRUM_PNG = Path("plots/train_spectrum.png")
 GALLERY_PNG = Path("plots/gallery.png")
-REPORT = Path("metrics/report.json")
-# Wall-clock times of this machine's last stage runs: not DVC outputs (git-ignored with .dml/), so
-# tracked metrics and dvc.lock hold only what the same inputs reproduce; the report logs them.
+# Machine-local state under the git-ignored .dml/, never a DVC output, so that tracked metrics and
+# dvc.lock hold only what the same inputs reproduce (no wall-clock time, run id or absolute path):
+# - wall-clock times of this workspace's last stage runs (the report logs them to MLflow);
 TIMINGS = Path(".dml/timings")
+# - the MLflow run of this workspace's last report (run key and id, experiment, store URI);
+REPORT = Path(".dml/report.json")
+# - which training run wrote which model file: <sha256 of models/model.pt>.json, kept under the
+#   repository root (DVC_ROOT, dml.config.repo_root), beside the tracking outbox, so that the report
+#   of a `dvc exp run --temp` workspace, or a later report of the same model, finds it.
+MODEL_RUNS = Path(".dml/model_runs")
 
 
 def embeddings_file(split: str) -> Path:

@@ -1,5 +1,6 @@
 """Stage report: record this pipeline result in MLflow (params, metrics, curves, plots, the
-retrieval gallery, model)."""
+retrieval gallery, model). Its DVC outputs are the two figures; which MLflow run holds the result
+(machine-local: run ids, the store's absolute path) goes to the git-ignored .dml/report.json."""
 
 from __future__ import annotations
 
@@ -24,10 +25,9 @@ from dml.paths import (  # noqa: E402
     TIMINGS,
     TRAIN_CURVE,
     TRAIN_METRICS,
-    TRAIN_RUN,
     TRAIN_SPECTRUM_PNG,
 )
-from dml.tracking import CURVE_METRICS, report_result  # noqa: E402
+from dml.tracking import CURVE_METRICS, model_run_key, report_result  # noqa: E402
 from stages._common import run_stage  # noqa: E402
 
 
@@ -53,7 +53,7 @@ def plot_curves(curves: dict[str, list[tuple[int, float]]]) -> None:
         ax.grid(True, alpha=0.3)
     fig.tight_layout()
     with atomic_file(CURVE_PNG) as tmp:
-        fig.savefig(tmp, format="png")
+        fig.savefig(tmp, format="png", metadata={"Software": None})
     plt.close(fig)
 
 
@@ -88,7 +88,7 @@ def plot_spectrum_over_training(curves: dict[str, list[tuple[int, float]]]) -> N
     fig.suptitle("Embedding space of a fixed sample of training images over training, and test Recall@1", fontsize=10)
     fig.tight_layout()
     with atomic_file(TRAIN_SPECTRUM_PNG) as tmp:
-        fig.savefig(tmp, format="png")
+        fig.savefig(tmp, format="png", metadata={"Software": None})
     plt.close(fig)
 
 
@@ -107,7 +107,7 @@ def report(params: Params) -> None:
                 metrics[f"{group}/{key}"] = value
     curves = read_curves()
     plot_curves(curves)
-    training_run = read_json(TRAIN_RUN).get("run_key") if TRAIN_RUN.is_file() else None
+    training_run = model_run_key(MODEL)  # None where this machine did not train the model (say, `dvc pull`ed)
     plot_spectrum_over_training(curves)
     plots = [SPECTRUM_PNG, CURVE_PNG, TRAIN_SPECTRUM_PNG, GALLERY_PNG]
     result = report_result(params, training_run, metrics, curves, plots, MODEL)

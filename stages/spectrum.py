@@ -45,7 +45,7 @@ def spectrum(params: Params) -> None:
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     with atomic_file(SPECTRUM_PNG) as tmp:
-        fig.savefig(tmp, format="png")
+        fig.savefig(tmp, format="png", metadata={"Software": None})
     plt.close(fig)
     write_json(SPECTRUM_METRICS, metrics)
     print(", ".join(f"{key} {value:.4f}" for key, value in metrics.items()))

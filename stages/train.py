@@ -1,7 +1,8 @@
 """Stage train: fit the embedding model on the train classes.
 
 Writes the model, its per-epoch curve and final train metrics; logs the curve live to MLflow.
-Epoch checkpoints let an interrupted run resume where it stopped.
+Epoch checkpoints let an interrupted run resume where it stopped. Which MLflow run trained the
+model, and the wall-clock times, go to the git-ignored .dml/ (dml/paths.py), not to DVC outputs.
 """
 
 from __future__ import annotations
@@ -26,10 +27,9 @@ from dml.paths import (
     TRAIN_CONFIG,
     TRAIN_CURVE,
     TRAIN_METRICS,
-    TRAIN_RUN,
 )
 from dml.pretraining import load_pretrained
-from dml.tracking import TrainingRun, new_attempt
+from dml.tracking import TrainingRun, new_attempt, remember_model_run
 from dml.training import EpochRecord, train
 from stages._common import run_stage
 
@@ -102,7 +102,7 @@ def train_stage(params: Params) -> None:
         # over epochs chooses the epoch on the test classes themselves.
         "test_recall_at_1_max_over_epochs": max((r.test_recall_at_1 for r in result.curve if r.test_recall_at_1 is not None), default=None),
     })
-    write_json(TRAIN_RUN, tracker.reference())
+    remember_model_run(MODEL, tracker)  # for the report; machine-local, not a DVC output
     TIMINGS.mkdir(parents=True, exist_ok=True)
     write_json(TIMINGS / "train.json", {"train_seconds": round(seconds, 2), "epoch_seconds": [round(r.seconds, 2) for r in result.curve]})
     CHECKPOINT.unlink(missing_ok=True)

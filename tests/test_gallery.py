@@ -179,7 +179,7 @@ def test_thumbnails_of_any_mode_and_size(tmp_path, mode, size):
 
 def test_draw_gallery_frames_hits_by_class(tmp_path):
     """Reference: the PNG holds the query row's thumbnails framed in the class colours (green for
-    the same class, red for another), at the size the layout asks for."""
+    the same class, red for another), at the size the layout asks for, and no metadata."""
     for i, value in enumerate((30, 90, 150, 210)):
         Image.fromarray(np.full((16, 16), value, dtype=np.uint8)).save(tmp_path / f"{i}.png")
     ids = np.arange(4)
@@ -195,3 +195,4 @@ def test_draw_gallery_frames_hits_by_class(tmp_path):
     colours = {tuple(int(SAME_CLASS[i : i + 2], 16) for i in (1, 3, 5)), tuple(int(OTHER_CLASS[i : i + 2], 16) for i in (1, 3, 5))}
     present = {tuple(p) for p in np.unique(pixels, axis=0)}
     assert colours <= present
+    assert Image.open(out).text == {}  # no text chunk: no matplotlib version stamp in a DVC output

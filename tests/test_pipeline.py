@@ -226,16 +226,18 @@ def test_experiment_with_another_loss_from_one_override(repo, loss, miner, norma
 
 def test_forced_rerun_writes_the_same_outputs(repo):
     """Reference: the first run's files: `dvc repro --force` of the same params rewrites every
-    metric, curve, index record, model and embedding byte for byte (no wall-clock time or
-    absolute path in them: those go to the git-ignored .dml/timings/), so dvc.lock records the
-    same hashes on a rerun. The tracking references (models/mlflow_run.json,
-    metrics/report.json) name a new MLflow run and are left out."""
+    metric, curve, plot, index record, model and embedding byte for byte (no wall-clock time, run
+    id or absolute path in them: those go to the git-ignored .dml/), so dvc.lock records the same
+    hashes on a rerun."""
     stable = ["metrics/eval.json", "metrics/spectrum.json", "metrics/train.json", "metrics/train_curve.csv", "index/meta.json",
-              "models/model.pt", "embeddings/test.parquet", "embeddings/train.parquet", "configs/train.json"]
+              "models/model.pt", "embeddings/test.parquet", "embeddings/train.parquet", "configs/train.json",
+              "plots/spectrum.csv", "plots/spectrum.png", "plots/gallery.png", "plots/train_curve.png", "plots/train_spectrum.png",
+              "data/prepared/dataset.json", "data/prepared/manifest.parquet", "data/preprocessed/stats.json", "dvc.lock"]
     run([sys.executable, "-m", "dvc", "repro"], repo)
     before = {name: (repo / name).read_bytes() for name in stable}
     assert json.loads((repo / ".dml/timings/train.json").read_text())["train_seconds"] > 0
     assert "build_seconds" in json.loads((repo / ".dml/timings/index.json").read_text())
+    assert json.loads((repo / ".dml/report.json").read_text())["run_key"]  # the MLflow reference, machine-local
     run([sys.executable, "-m", "dvc", "repro", "--force"], repo)
     changed = [name for name in stable if (repo / name).read_bytes() != before[name]]
     assert changed == []
@@ -263,3 +265,22 @@ def test_pretrain_on_source_classes_feeds_training_and_is_shared_by_seeds(repo):
         assert "train" in ran_stages(reseeded.stdout) and "pretrain" not in ran_stages(reseeded.stdout)
     finally:
         (repo / "params.yaml").write_text(original)
+
+
+def test_fresh_clone_reproduces_the_committed_dvc_lock(repo, tmp_path):
+    """Reference: dvc.lock as committed after `dvc repro`. A git clone at another path (no DVC
+    cache, no .dml/, an MLflow store of its own) reruns every stage and leaves dvc.lock
+    byte-identical: no DVC output holds a machine-specific value. The clone's report still finds
+    its training run (the result lands in it: one MLflow run)."""
+    run([sys.executable, "-m", "dvc", "repro"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "dvc.lock", "--allow-empty"], repo)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
+    result = run([sys.executable, "-m", "dvc", "repro"], clone)
+    assert ran_stages(result.stdout) == set(ALL_STAGES)
+    assert (clone / "dvc.lock").read_bytes() == (repo / "dvc.lock").read_bytes()
+    assert run(["git", "status", "--porcelain"], clone).stdout == ""
+    runs = mlflow_runs(clone)
+    assert len(runs) == 1 and runs[0].data.tags["dml.run_key"].startswith("train-")
+    assert "eval/recall_at_1" in runs[0].data.metrics

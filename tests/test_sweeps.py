@@ -364,8 +364,8 @@ def test_sweep_runs_resumes_reports_and_tracks(tmp_path):
     """A 2 variants x 2 seeds sweep of DVC experiments: all four run (params.yaml byte-identical
     afterwards), their metrics are the stub's formulas, the report holds the hand-computed table;
     rerun, nothing runs; one experiment deleted, only it runs again. MLflow: one run per
-    experiment, named by what differs, tagged with sweep and variant, nested under the sweep's run,
-    which holds the report."""
+    experiment, named by what differs from the committed params.yaml, tagged with sweep and
+    variant, nested under the sweep's run, which holds the report."""
     import mlflow
 
     repo = stub_project(tmp_path / "repo")
@@ -400,7 +400,8 @@ def test_sweep_runs_resumes_reports_and_tracks(tmp_path):
     artifacts = {a.path for a in client.list_artifacts(parent[0].info.run_id, "report")}
     assert {"report/table.csv", "report/table.md", "report/r1_vs_rho.png"} <= artifacts
     child = children["tiny-p0.2-s1"]
-    assert child.data.tags["mlflow.runName"] == "miner=rho_distance p=0.2 epochs=15 seed=1"
+    # what differs from the committed params.yaml (the project's, log_model aside): the variant's overrides
+    assert child.data.tags["mlflow.runName"] == "miner=rho_distance p=0.2 seed=1"
     assert child.data.tags["dml.variant"] == "p0.2" and child.data.tags["dml.sweep"] == "tiny"
     assert child.data.tags["mlflow.parentRunId"] == parent[0].info.run_id
     assert child.data.tags["mlflow.source.git.commit"] == git(repo, "rev-parse", "HEAD").strip()

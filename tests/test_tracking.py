@@ -283,42 +283,134 @@ def test_loopback_server_killed_and_restarted_during_training(store, monkeypatch
     assert len(warnings) == 1
 
 
+NAMING_ENV = ("DML_SWEEP", "DML_VARIANT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", "DVC_STAGE")
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
+def _commit_params(repo: Path, raw: dict | str) -> str:
+    """Commit ``raw`` as ``repo``'s params.yaml; returns the commit."""
+    if not (repo / ".git").is_dir():
+        _git(repo, "init", "-q")
+    (repo / "params.yaml").write_text(raw if isinstance(raw, str) else json.dumps(raw))  # JSON is YAML
+    _git(repo, "add", "params.yaml")
+    _git(repo, "commit", "-qm", "params")
+    return _git(repo, "rev-parse", "HEAD")
+
+
+def _merged(base: dict, changes: dict) -> dict:
+    out = json.loads(json.dumps(base))
+    for key, value in changes.items():
+        out[key] = _merged(out.get(key, {}), value) if isinstance(value, dict) else value
+    return out
+
+
+# A committed params.yaml that differs from the schema's defaults (train.epochs 6, triplet margin 0.2,
+# eval.kmeans_iters 100 there), as the project's own params.yaml does.
+COMMITTED = {"train": {"epochs": 15}, "loss": {"triplet": {"margin": 0.3}}, "eval": {"kmeans_iters": 5}}
+
+
 @pytest.mark.parametrize(
-    ("raw", "name", "variant"),
+    ("changes", "name", "variant"),
     [
-        ({}, "seed=0", "defaults"),
-        ({"loss": {"name": "arcface"}, "train": {"seed": 1}}, "loss=arcface seed=1", "loss=arcface"),  # miner auto -> none: no difference
-        ({"loss": {"name": "npair"}}, "loss=npair seed=0", "loss=npair"),  # normalize auto -> false: no difference
+        ({}, "seed=0", "defaults"),  # the schema's defaults would name epochs=15 kmeans_iters=5
+        ({"train": {"epochs": 6}}, "epochs=6 seed=0", "epochs=6"),  # the schema's default, not the project's
+        ({"loss": {"name": "triplet"}, "train": {"seed": 1}}, "loss=triplet seed=1", "loss=triplet"),  # margin 0.3 as committed
+        ({"loss": {"name": "arcface"}}, "loss=arcface seed=0", "loss=arcface"),  # miner auto -> none: no difference
         ({"miner": {"name": "rho_distance", "rho_distance": {"p": 0.2}}, "train": {"seed": 2}},
          "miner=rho_distance p=0.2 seed=2", "miner=rho_distance p=0.2"),
-        ({"miner": {"name": "distance", "rho_distance": {"p": 0.2}}}, "seed=0", "defaults"),  # an unselected knob
-        ({"loss": {"name": "triplet", "triplet": {"margin": 0.3}}, "miner": {"name": "semihard", "semihard": {"margin": 0.3}}},
-         "loss=triplet triplet.margin=0.3 miner=semihard semihard.margin=0.3 seed=0",
-         "loss=triplet triplet.margin=0.3 miner=semihard semihard.margin=0.3"),
-        ({"train": {"epochs": 1, "batch_size": 32, "num_threads": 1}, "embed": {"batch_size": 64}, "eval": {"kmeans_iters": 5},
+        ({"miner": {"rho_distance": {"p": 0.2}}}, "seed=0", "defaults"),  # an unselected knob
+        ({"train": {"epochs": 1, "batch_size": 32, "num_threads": 1}, "embed": {"batch_size": 64}, "eval": {"kmeans_iters": 7},
           "optim": {"lr": 0.002}}, "lr=0.002 epochs=1 train.batch_size=32 embed.batch_size=64 +1 seed=0",
-         "lr=0.002 epochs=1 train.batch_size=32 embed.batch_size=64 kmeans_iters=5"),
+         "lr=0.002 epochs=1 train.batch_size=32 embed.batch_size=64 kmeans_iters=7"),
     ],
 )
-def test_run_name_and_variant_say_what_differs_from_the_defaults(monkeypatch, raw, name, variant):
-    """Reference: the schema's defaults (parse_params({})), diffed by hand: training choices first,
-    at most four keys then a count, the seed always; values `auto` resolves to and knobs of
+def test_run_name_and_variant_say_what_differs_from_the_committed_params(tmp_path, monkeypatch, changes, name, variant):
+    """Reference: COMMITTED (the repository's params.yaml at HEAD) diffed by hand against the
+    run's params (COMMITTED plus ``changes``, as `dvc exp run -S` writes them): training choices
+    first, at most four keys then a count, the seed always; values `auto` resolves to and knobs of
     unselected methods are no difference; train.num_threads changes no number and is left out."""
     from dml.tracking import run_name, run_tags
 
-    for env in ("DML_SWEEP", "DML_VARIANT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", "DVC_STAGE"):
+    for env in NAMING_ENV:
         monkeypatch.delenv(env, raising=False)
-    params = parse_params(raw)
+    _commit_params(tmp_path, COMMITTED)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    params = parse_params(_merged(COMMITTED, changes))
     assert run_name(params) == name
     tags = run_tags(params)
     assert tags["dml.variant"] == variant and "dml.sweep" not in tags
     monkeypatch.setenv("DML_SWEEP", "study")
     monkeypatch.setenv("DML_VARIANT", "v1")
-    monkeypatch.setenv("DVC_EXP_BASELINE_REV", "c" * 40)
     monkeypatch.setenv("DVC_STAGE", "train")
     tags = run_tags(params)
-    assert (tags["dml.variant"], tags["dml.sweep"]) == ("v1", "study")
-    assert (tags["mlflow.source.git.commit"], tags["mlflow.source.name"]) == ("c" * 40, "dvc.yaml:train")
+    assert (tags["dml.variant"], tags["dml.sweep"], tags["mlflow.source.name"]) == ("v1", "study", "dvc.yaml:train")
+
+
+def test_run_name_is_relative_to_the_experiments_baseline_commit(tmp_path, monkeypatch):
+    """Reference: the params.yaml of the commit in DVC_EXP_BASELINE_REV (what a DVC experiment was
+    run from, also when HEAD has moved on), else of HEAD."""
+    from dml.tracking import run_name, run_tags
+
+    for env in NAMING_ENV:
+        monkeypatch.delenv(env, raising=False)
+    first = _commit_params(tmp_path, {"train": {"epochs": 15}})
+    second = _commit_params(tmp_path, {"train": {"epochs": 20}})
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    params = parse_params({"train": {"epochs": 20, "seed": 3}})
+    assert run_name(params) == "seed=3"  # HEAD = second
+    monkeypatch.setenv("DVC_EXP_BASELINE_REV", first)
+    assert run_name(params) == "epochs=20 seed=3"
+    assert run_tags(params)["mlflow.source.git.commit"] == first
+    monkeypatch.setenv("DVC_EXP_BASELINE_REV", second)
+    assert run_name(params) == "seed=3"
+
+
+@pytest.mark.parametrize("repository", ["none", "no params.yaml", "invalid params.yaml"])
+def test_run_name_falls_back_to_the_schema_defaults(tmp_path, monkeypatch, repository):
+    """Reference: the schema's defaults (parse_params({}): train.epochs 6, eval.kmeans_iters 100)
+    where no committed params.yaml can be read: no git repository, the file not committed, or a
+    committed file the current schema rejects."""
+    from dml.tracking import run_name, run_tags
+
+    for env in NAMING_ENV:
+        monkeypatch.delenv(env, raising=False)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))  # no repository found above tmp_path
+    if repository == "no params.yaml":
+        _git(tmp_path, "init", "-q")
+        _git(tmp_path, "commit", "-q", "--allow-empty", "-m", "empty")
+    elif repository == "invalid params.yaml":
+        _commit_params(tmp_path, {"train": {"epochs": 15, "no_such_key": 1}})
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    params = parse_params({"train": {"epochs": 15, "seed": 1}, "eval": {"kmeans_iters": 5}})
+    assert run_name(params) == "epochs=15 kmeans_iters=5 seed=1"
+    assert run_tags(params)["dml.variant"] == "epochs=15 kmeans_iters=5"
+    assert run_name(parse_params({})) == "seed=0"
+
+
+def test_default_run_of_this_project_is_named_by_its_seed_alone(tmp_path, monkeypatch):
+    """Reference: this repository's params.yaml as committed at HEAD: run as committed, the name
+    is the seed alone; one `-S loss.name=arcface` names just that."""
+    from dml.config import read_yaml
+    from dml.tracking import run_name, run_tags
+
+    root = Path(__file__).resolve().parents[1]
+    committed = subprocess.run(["git", "show", "HEAD:./params.yaml"], cwd=root, capture_output=True, text=True)
+    if committed.returncode != 0:
+        pytest.skip("not a git checkout with params.yaml committed")
+    for env in NAMING_ENV:
+        monkeypatch.delenv(env, raising=False)
+    monkeypatch.setenv("DVC_ROOT", str(root))
+    path = tmp_path / "params.yaml"
+    path.write_text(committed.stdout)
+    raw = read_yaml(path)
+    params = parse_params(raw)
+    assert (run_name(params), run_tags(params)["dml.variant"]) == (f"seed={params.train.seed}", "defaults")
+    raw["loss"]["name"] = "arcface"
+    assert run_name(parse_params(raw)) == f"loss=arcface seed={params.train.seed}"
 
 
 def test_runs_of_a_sweep_nest_under_its_run_even_when_synced_first(store, monkeypatch):
@@ -340,6 +432,19 @@ def test_runs_of_a_sweep_nest_under_its_run_even_when_synced_first(store, monkey
     assert client.get_run(child.run_id).data.tags["mlflow.runName"] == "seed=0"
 
 
+def _report_inputs(workspace: Path, model: bytes = b"x") -> None:
+    """The report stage's input files in ``workspace``."""
+    files = {"metrics/eval.json": {"recall_at_1": 0.8, "nmi": 0.7}, "metrics/spectrum.json": {"rho": 0.6, "pi_ratio": 0.5},
+             "metrics/train.json": {"final_loss": 0.2, "epochs": 2}, "index/meta.json": {"build_seconds": 0.1, "factory": "Flat"}}
+    for name, payload in files.items():
+        (workspace / name).parent.mkdir(parents=True, exist_ok=True)
+        (workspace / name).write_text(json.dumps(payload))
+    (workspace / "metrics/train_curve.csv").write_text("epoch,loss,test_recall_at_1,train_rho_skip1\n1,0.5,0.6,\n2,0.2,0.8,0.4\n")
+    for name, content in (("plots/spectrum.png", b"x"), ("plots/gallery.png", b"x"), ("models/model.pt", model)):
+        (workspace / name).parent.mkdir(parents=True, exist_ok=True)
+        (workspace / name).write_bytes(content)
+
+
 def test_report_groups_metrics_by_prefix(store, monkeypatch):
     """The report stage's record: eval/ (metrics/eval.json), space/ (metrics/spectrum.json),
     train/ (metrics/train.json and the per-epoch curves), index/ (index/meta.json), values as in
@@ -347,15 +452,7 @@ def test_report_groups_metrics_by_prefix(store, monkeypatch):
     from stages.report import report
 
     monkeypatch.chdir(store)
-    files = {"metrics/eval.json": {"recall_at_1": 0.8, "nmi": 0.7}, "metrics/spectrum.json": {"rho": 0.6, "pi_ratio": 0.5},
-             "metrics/train.json": {"final_loss": 0.2, "epochs": 2}, "index/meta.json": {"build_seconds": 0.1, "factory": "Flat"}}
-    for name, payload in files.items():
-        (store / name).parent.mkdir(parents=True, exist_ok=True)
-        (store / name).write_text(json.dumps(payload))
-    (store / "metrics/train_curve.csv").write_text("epoch,loss,test_recall_at_1,train_rho_skip1\n1,0.5,0.6,\n2,0.2,0.8,0.4\n")
-    for name in ("plots/spectrum.png", "plots/gallery.png", "models/model.pt"):
-        (store / name).parent.mkdir(parents=True, exist_ok=True)
-        (store / name).write_bytes(b"x")
+    _report_inputs(store)
     params = parse_params({"tracking": {"log_model": False}})
     report(params)
     client, runs = _runs(params)
@@ -364,3 +461,48 @@ def test_report_groups_metrics_by_prefix(store, monkeypatch):
                                     "train/final_loss": 0.2, "train/epochs": 2, "index/build_seconds": 0.1,
                                     "train/loss": 0.2, "train/test_recall_at_1": 0.8, "train/rho_skip1": 0.4}
     assert _history(client, runs[0].info.run_id, "train/loss") == [(1, 0.5), (2, 0.2)]
+
+
+def test_report_finds_the_training_run_by_the_model_file_from_another_workspace(store, monkeypatch):
+    """Reference: the module's contract (the first result of a model lands in the run that trained
+    it), across workspaces as in `dvc exp run --temp`: training in the repository (DVC_ROOT =
+    store), the report in another folder holding a copy of the model file. No DVC output names
+    the run: the reference is .dml/model_runs/<sha256 of the model>.json under the repository root,
+    the result's run .dml/report.json in the report's workspace. Another model file finds no
+    training run and gets a new run of its own."""
+    import hashlib
+
+    from dml.tracking import model_run_key, remember_model_run
+    from stages.report import report
+
+    params = parse_params({"tracking": {"log_model": False}})
+    (store / "models").mkdir()
+    (store / "models/model.pt").write_bytes(b"trained weights")
+    training = TrainingRun(params, FINGERPRINT, "t1")
+    training.finish()
+    remember_model_run(store / "models/model.pt", training)
+    digest = hashlib.sha256(b"trained weights").hexdigest()
+    assert json.loads((store / ".dml/model_runs" / f"{digest}.json").read_text())["run_key"] == training.key
+
+    workspace = store / "tmp-exp"
+    _report_inputs(workspace, model=b"trained weights")
+    monkeypatch.chdir(workspace)
+    assert model_run_key(Path("models/model.pt")) == training.key
+    report(params)
+    result = json.loads((workspace / ".dml/report.json").read_text())
+    assert (result["run_key"], result["run_id"], result["new_run"]) == (training.key, training.run_id, False)
+    assert sorted(p.relative_to(workspace).as_posix() for p in workspace.rglob("*") if p.is_file() and ".dml" not in p.parts) == [
+        "index/meta.json", "metrics/eval.json", "metrics/spectrum.json", "metrics/train.json", "metrics/train_curve.csv",
+        "models/model.pt", "plots/gallery.png", "plots/spectrum.png", "plots/train_curve.png", "plots/train_spectrum.png"]
+    from PIL import Image
+
+    for name in ("plots/train_curve.png", "plots/train_spectrum.png"):  # no matplotlib version stamp in a DVC output
+        assert Image.open(workspace / name).text == {}
+
+    (workspace / "models/model.pt").write_bytes(b"other weights")
+    assert model_run_key(Path("models/model.pt")) is None
+    report(params)
+    other = json.loads((workspace / ".dml/report.json").read_text())
+    assert other["new_run"] and other["run_id"] not in (None, training.run_id)
+    client, runs = _runs(params)
+    assert len(runs) == 2 and MODEL_RUN_TAG not in client.get_run(other["run_id"]).data.tags

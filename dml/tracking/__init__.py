@@ -7,10 +7,12 @@ never duplicated, never mislabelled, with or without a reachable tracking server
   are recorded in the outbox and synced after every epoch when the store answers; an outage is
   one warning line and training goes on. A run killed without a trace (SIGKILL) is marked KILLED
   by the next training.
-* The report stage adds the final metrics and plots. The first result of a trained model lands in
-  the training run itself; a later result of the same model (say, after an eval-only change)
-  becomes a new run that carries the params and curves and links the training run that holds the
-  model (tag ``dml.model_run_id``).
+* The report stage adds the final metrics and plots. It finds the training run by the model
+  file's content (:func:`remember_model_run`: ``.dml/model_runs/<sha256>.json`` under the
+  repository root, machine-local state that is no DVC output). The first result of a trained
+  model lands in the training run itself; a later result of the same model (say, after an
+  eval-only change) becomes a new run that carries the params and curves and links the training
+  run that holds the model (tag ``dml.model_run_id``).
 * Records that could not be sent wait in ``.dml/outbox/``; the next stage that tracks, or
   ``python -m dml.tracking sync``, sends them.
 """
@@ -18,6 +20,7 @@ never duplicated, never mislabelled, with or without a reachable tracking server
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import subprocess
 import sys
@@ -25,8 +28,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from dml.config import Params, parse_params, repo_root
+from dml.config import PARAMS_FILE, ConfigError, Params, parse_params, repo_root
 from dml.config import _flatten as flatten
+from dml.io import read_json, write_json
+from dml.paths import MODEL_RUNS
 from dml.tracking.outbox import TERMINAL, Outbox, all_outboxes, outbox_root
 from dml.tracking.store import TrackingError, check_reachable, tracking_uri
 from dml.tracking.sync import MODEL_RUN_TAG, PARENT_TAG, now_ms, sync_all
@@ -73,8 +78,8 @@ def source_commit() -> str:
 
 def run_tags(params: Params) -> dict[str, str]:
     """MLflow's standard source tags, the variant (a sweep's name for it, else what differs from
-    the defaults, seed aside: the tag that groups a variant's seeds) and the sweep and DVC
-    experiment the run belongs to."""
+    the committed params.yaml, seed aside: the tag that groups a variant's seeds; see
+    :func:`differences`) and the sweep and DVC experiment the run belongs to."""
     stage = os.environ.get("DVC_STAGE")
     tags = {
         "mlflow.source.git.commit": source_commit(),
@@ -98,34 +103,66 @@ def _short(value: Any) -> str:
     return format(value, "g") if isinstance(value, float) else str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def differences(params: Params) -> list[tuple[str, str]]:
-    """``[(short key, value)]`` of the run's params (:meth:`Params.flat`) that differ from the
-    schema's defaults, training choices first. A value that ``auto`` resolves to (the loss's
-    default miner and normalisation) is no difference. Short keys: ``loss`` for ``loss.name``,
-    else the last part (``p``, ``batch_size``); where two would clash, the key without its
-    section (``triplet.margin``) or, for a section's own knob, the whole key (``embed.batch_size``)."""
-    defaults = _defaults()
+def differences(params: Params, reference: dict[str, Any] | None = None) -> list[tuple[str, str]]:
+    """``[(short key, value)]`` of the run's params (:meth:`Params.flat`) that differ from
+    ``reference`` (default :func:`reference_params`: the project's params.yaml as committed),
+    training choices first. A value that ``auto`` resolves to (the loss's default miner and
+    normalisation) is no difference. Short keys: ``loss`` for ``loss.name``, else the last part
+    (``p``, ``batch_size``); where two would clash, the key without its section
+    (``triplet.margin``) or, for a section's own knob, the whole key (``embed.batch_size``)."""
+    reference = reference_params() if reference is None else reference
     knobs = params.loss.knobs
     auto = {"miner.name": knobs.default_miner, "model.normalize": knobs.normalized_embeddings}
     rank = {section: i for i, section in enumerate(NAME_SECTIONS)}
     found = [(key, value) for key, value in params.flat().items()
-             if key.split(".")[0] in rank and key not in NOT_NAMED and key in defaults
-             and value != defaults[key] and not (key in auto and value == auto[key])]
+             if key.split(".")[0] in rank and key not in NOT_NAMED and key in reference
+             and value != reference[key] and not (key in auto and value == auto[key])]
     found.sort(key=lambda item: rank[item[0].split(".")[0]])
     shorts = [key.rsplit(".", 2)[-2] if key.endswith(".name") else key.rsplit(".", 1)[-1] for key, _ in found]
     return [(short if shorts.count(short) == 1 else key.split(".", 1)[1] if key.count(".") > 1 else key, _short(value))
             for short, (key, value) in zip(shorts, found)]
 
 
+def _all_keys(params: Params) -> dict[str, Any]:
+    """Every key of ``params`` (all methods' knobs, not only the selected ones'), in the form
+    :meth:`Params.flat` gives them."""
+    return flatten(params.model_dump(mode="json"))
+
+
 @functools.cache
 def _defaults() -> dict[str, Any]:
-    """Every key of the schema's defaults (all methods' knobs, not only the selected ones'), in
-    the form :meth:`Params.flat` gives them."""
-    return flatten(parse_params({}).model_dump(mode="json"))
+    """The schema's defaults (``parse_params({})``), every key."""
+    return _all_keys(parse_params({}))
+
+
+def reference_params() -> dict[str, Any]:
+    """What a run name is relative to: the project's own defaults, its ``params.yaml`` as committed
+    at the commit the run comes from (:func:`source_commit`: a DVC experiment's baseline, else
+    HEAD) in the repository at :func:`repo_root` (also for ``--temp`` workspaces), every key.
+    Falls back to the schema's defaults where there is no such file (no git repository, the file
+    not committed, or no longer valid under the current schema)."""
+    return _committed_params(str(repo_root()), source_commit()) or _defaults()
+
+
+@functools.cache
+def _committed_params(root: str, commit: str) -> dict[str, Any] | None:
+    from ruamel.yaml import YAML, YAMLError
+
+    try:  # ``<rev>:./<path>``: the path relative to ``root``, also when it is a subfolder of the git repository
+        out = subprocess.run(["git", "show", f"{commit}:./{PARAMS_FILE}"], cwd=root, capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    try:
+        return _all_keys(parse_params(YAML(typ="safe", pure=True).load(out.stdout.decode()), f"{commit[:12]}:{PARAMS_FILE}"))
+    except (ConfigError, YAMLError, UnicodeDecodeError):
+        return None
 
 
 def run_name(params: Params) -> str:
-    """What differs from the defaults, a few keys, and the seed: ``loss=arcface seed=1``."""
+    """What differs from the committed params.yaml (:func:`differences`), a few keys, and the
+    seed: ``loss=arcface seed=1``."""
     diffs = differences(params)
     parts = [f"{key}={value}" for key, value in diffs[:NAME_KEYS]]
     if len(diffs) > NAME_KEYS:
@@ -240,6 +277,34 @@ def _mark_abandoned_trainings(root: Path, keep: str) -> None:
             outbox.append("status", status="KILLED", time=now_ms())
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _model_run_file(model_file: Path) -> Path:
+    return repo_root() / MODEL_RUNS / f"{_sha256(model_file)}.json"
+
+
+def remember_model_run(model_file: Path, run: Tracker) -> None:
+    """Record that ``run`` wrote ``model_file`` (by its content), for :func:`model_run_key`. Not a
+    DVC output: run keys and ids differ per machine and run. Kept under the repository root
+    (``DVC_ROOT``), so the report of a temporary experiment workspace finds the run, and so does a
+    later report of the same model file (DVC restores it from its cache; an edit of tracking
+    params reruns the report alone). A retraining that writes the same file byte for byte takes
+    its place."""
+    write_json(_model_run_file(model_file), run.reference())
+
+
+def model_run_key(model_file: Path) -> str | None:
+    """The outbox key of the training run that wrote ``model_file``, if this machine trained it."""
+    path = _model_run_file(model_file)
+    return read_json(path).get("run_key") if path.is_file() else None
+
+
 def report_result(
     params: Params,
     training_run_key: str | None,
@@ -278,6 +343,7 @@ def report_result(
 
 __all__ = [
     "CURVE_METRICS", "METRIC_GROUPS", "MODEL_RUN_TAG", "PARENT_TAG", "RESULT_TAG", "SWEEP_ENV", "SWEEP_RUN_ENV",
-    "Tracker", "TrackingError", "TrainingRun", "VARIANT_ENV", "check_reachable", "differences", "new_attempt",
-    "report_result", "run_name", "run_tags", "tracking_uri", "training_key",
+    "Tracker", "TrackingError", "TrainingRun", "VARIANT_ENV", "check_reachable", "differences", "model_run_key",
+    "new_attempt", "reference_params", "remember_model_run", "report_result", "run_name", "run_tags", "tracking_uri",
+    "training_key",
 ]  # fmt: skip
