@@ -20,7 +20,7 @@ import pytest
 
 from dml.studies.aggregate import collect_runs, last_recorded, spearman, summarize, write_report
 from dml.studies.experiments import Experiment, parse_exp_show
-from dml.studies.sweep import SweepError, expand, grid_variant_name, hydra_value, load_sweep, plan
+from dml.studies.sweep import SweepError, expand, grid_variant_name, hydra_value, load_sweep, parse_assignment, plan
 from tests.test_pipeline import ROOT
 
 SWEEPS = sorted((ROOT / "sweeps").glob("*.yaml"))
@@ -157,6 +157,47 @@ def test_variants_override_the_base_and_names_are_deterministic():
                                              "-S", "miner.rho_distance.p=0.2", "-S", "train.seed=1"]
     assert sweep.params["rho-p0.2-s1"]["miner"]["rho_distance"]["p"] == 0.2
     assert sweep.params["rho-p0.2-s1"]["train"]["seed"] == 1
+
+
+def test_a_condition_from_the_command_line_is_its_own_sweep():
+    """--set adds to (and wins over) the base, --name renames experiments and the report."""
+    sweep = plan(ROOT / "sweeps/rho.yaml", ROOT / "params.yaml", name="rho-script",
+                 overrides={"data.glyphs.split_by": "script", "loss.name": "margin", "optim.lr": 0.0001})
+    assert sweep.spec.name == "rho-script" and sweep.runs[1].exp_name == "rho-script-p0.1-s0"
+    run = sweep.runs[1]
+    assert run.overrides == {"loss.name": "margin", "data.glyphs.split_by": "script", "optim.lr": 0.0001,
+                             "miner.name": "rho_distance", "miner.rho_distance.p": 0.1, "train.seed": 0}
+    assert sweep.params[run.exp_name]["data"]["glyphs"]["split_by"] == "script"
+    assert sweep.params[run.exp_name]["optim"]["lr"] == 0.0001
+    # a variant's own override still wins over the condition
+    clash = plan(ROOT / "sweeps/rho.yaml", ROOT / "params.yaml", overrides={"miner.name": "semihard"})
+    assert clash.params["rho-p0.1-s0"]["miner"]["name"] == "rho_distance"
+    assert clash.params["rho-distance-s0"]["miner"]["name"] == "distance"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("data.glyphs.split_by=script", ("data.glyphs.split_by", "script")),
+    ("optim.lr=1e-4", ("optim.lr", 0.0001)),
+    ("pretrain.epochs=10", ("pretrain.epochs", 10)),
+    ("eval.recall_at=[1, 10]", ("eval.recall_at", [1, 10])),
+    ("train.amp=off", ("train.amp", "off")),  # YAML 1.2, as params.yaml is read
+])
+def test_command_line_values_are_read_as_params_yaml_reads_them(text, expected):
+    assert parse_assignment(text) == expected
+
+
+@pytest.mark.parametrize("text", ["lr=0.1", "optim.lr", "optim.lr=[1,"])
+def test_bad_command_line_override_is_one_line(text):
+    with pytest.raises(SweepError, match="--set"):
+        parse_assignment(text)
+
+
+def test_bad_condition_fails_the_check_with_one_line_per_variant():
+    with pytest.raises(SweepError) as info:
+        plan(ROOT / "sweeps/rho.yaml", ROOT / "params.yaml", overrides={"data.glyphs.split_by": "alphabet"})
+    assert len(info.value.lines) == 4 and all("data.glyphs.split_by: unknown value 'alphabet'" in line for line in info.value.lines)
+    with pytest.raises(SweepError, match="name"):
+        plan(ROOT / "sweeps/rho.yaml", ROOT / "params.yaml", name="no spaces allowed")
 
 
 def test_grid_names():

@@ -259,6 +259,8 @@ def with_condition(spec: SweepSpec, overrides: dict[str, Any] | None = None, nam
     shifted split: ``with_condition(spec, {"data.glyphs.split_by": "script"}, "rho-script")``."""
     if not overrides and name is None:
         return spec
+    if name is not None and not re.fullmatch(NAME_PATTERN, name):
+        raise SweepError(f"--name {name!r}: not a valid sweep name (letters, digits, '_', '.', '-'; no leading '-' or '.')")
     raw = {**spec.model_dump(exclude_none=True), "base": {**spec.base, **(overrides or {})}, "name": name or spec.name}
     try:
         return SweepSpec.model_validate(raw)
