@@ -12,6 +12,7 @@ MODEL = Path("models/model.pt")
 PRETRAINED = Path("models/pretrained.pt")  # the pretrain stage's backbone (or "none")
 PRETRAIN_METRICS = Path("metrics/pretrain.json")
 CHECKPOINT = Path("checkpoints/train.pt")
+PRETRAIN_CHECKPOINT = Path("checkpoints/pretrain.pt")
 EMBEDDINGS = Path("embeddings")
 INDEX = Path("index")
 INDEX_FILE = INDEX / "test.faiss"

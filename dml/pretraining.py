@@ -6,17 +6,19 @@ manifest's split ``source``). A linear classifier over the pooled backbone featu
 with cross-entropy on uniformly shuffled batches and the training transforms; only the backbone
 (``model.features``) is kept: the embedding head of the DML model starts fresh, as the paper
 replaces ResNet's classifier. Reproducible on CPU: the batch order and each image's augmentation
-are seeded from ``(pretrain.seed, epoch)``, like training's.
+are seeded from ``(pretrain.seed, epoch)``, like training's, so a run interrupted after an epoch
+and resumed from its checkpoint ends with exactly the uninterrupted weights.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import math
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -55,9 +57,20 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.default_rng([seed, epoch, 5]).integers(2**62))
 
 
-def pretrain(params: Params, source: ImageSource, stats: Stats, progress: bool = True) -> tuple[EmbeddingModel, list[PretrainEpoch]]:
+def pretrain_fingerprint(params: Params, stats: Stats) -> str:
+    """Identifies a pretraining: its section, the backbone, the transforms, the device settings and
+    the data (``stats.sha256`` covers the source split). A checkpoint resumes only the same."""
+    content = {"pretrain": params.pretrain.model_dump(mode="json"), "model": params.model.model_dump(mode="json"),
+               "transforms": params.transforms.model_dump(mode="json"), "device": [params.train.device, params.train.amp],
+               "data": asdict(stats)}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def pretrain(params: Params, source: ImageSource, stats: Stats, progress: bool = True, checkpoint: Path | None = None,
+             on_epoch: Callable[[PretrainEpoch], None] | None = None) -> tuple[EmbeddingModel, list[PretrainEpoch]]:
     """Train ``params.model``'s backbone as a classifier of the source split's classes for
-    ``pretrain.epochs`` epochs; returns the model (its head untrained) and the per-epoch record."""
+    ``pretrain.epochs`` epochs; returns the model (its head untrained) and the per-epoch record.
+    With ``checkpoint``: saved after every epoch, resumed from when it belongs to this pretraining."""
     cfg = params.pretrain
     if cfg.epochs == 0:
         raise ValueError("pretrain.epochs is 0: nothing to pretrain")
@@ -77,8 +90,17 @@ def pretrain(params: Params, source: ImageSource, stats: Stats, progress: bool =
     loader = train_loader(source, params.transforms, batches, device, params.loader.num_workers, params.loader.prefetch_factor)
     targets_all = torch.from_numpy(labels.astype(np.int64)).to(device)
     record: list[PretrainEpoch] = []
+    fingerprint = pretrain_fingerprint(params, stats)
+    state = safe_load(checkpoint, "pretraining checkpoint") if checkpoint is not None and Path(checkpoint).is_file() else None
+    if state is not None and state.get("fingerprint") == fingerprint:
+        model.load_state_dict(state["model"])
+        classifier.load_state_dict(state["classifier"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        record = [PretrainEpoch(**r) for r in state["record"]]
+        print(f"resuming pretraining from {checkpoint} after epoch {len(record)}/{cfg.epochs}")
     model.train()
-    for epoch in range(cfg.epochs):
+    for epoch in range(len(record), cfg.epochs):
         batches.start(np.random.default_rng([cfg.seed, epoch, 4]), _epoch_seed(cfg.seed, epoch))
         started = time.perf_counter()
         total_loss = correct = seen = 0.0
@@ -99,9 +121,16 @@ def pretrain(params: Params, source: ImageSource, stats: Stats, progress: bool =
             correct += float((logits.argmax(1) == targets).sum())
             seen += len(targets)
         record.append(PretrainEpoch(epoch + 1, total_loss / seen, correct / seen, time.perf_counter() - started))
+        if checkpoint is not None:
+            with atomic_file(checkpoint) as tmp:
+                torch.save({"fingerprint": fingerprint, "model": model.state_dict(), "classifier": classifier.state_dict(),
+                            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                            "record": [asdict(r) for r in record]}, tmp)
         if progress:
             last = record[-1]
             print(f"pretrain epoch {last.epoch}/{cfg.epochs}: loss {last.loss:.4f}, accuracy {last.accuracy:.3f} ({last.seconds:.1f} s)", flush=True)
+        if on_epoch is not None:
+            on_epoch(record[-1])
     model.eval()
     return model.cpu(), record
 

@@ -11,7 +11,7 @@ from dml.data.loading import load_splits
 from dml.data.stats import load_stats
 from dml.errors import DatasetError
 from dml.io import write_json
-from dml.paths import PREPROCESSED, PRETRAIN_METRICS, PRETRAINED, TIMINGS
+from dml.paths import PREPROCESSED, PRETRAIN_CHECKPOINT, PRETRAIN_METRICS, PRETRAINED, TIMINGS
 from dml.pretraining import pretrain, save_pretrained
 from stages._common import run_stage
 
@@ -29,7 +29,7 @@ def pretrain_stage(params: Params) -> None:
                            "set data.glyphs.source_fraction > 0 (or give a manifest rows with split source)")
     source = splits["source"]
     started = time.perf_counter()
-    model, record = pretrain(params, source, load_stats(PREPROCESSED))
+    model, record = pretrain(params, source, load_stats(PREPROCESSED), checkpoint=PRETRAIN_CHECKPOINT)
     seconds = time.perf_counter() - started
     last = record[-1]
     metrics = {"epochs": cfg.epochs, "classes": int(len(set(source.labels.tolist()))), "images": len(source),
@@ -38,6 +38,7 @@ def pretrain_stage(params: Params) -> None:
     write_json(PRETRAIN_METRICS, metrics)
     TIMINGS.mkdir(parents=True, exist_ok=True)
     write_json(TIMINGS / "pretrain.json", {"pretrain_seconds": round(seconds, 2), "epoch_seconds": [round(r.seconds, 2) for r in record]})
+    PRETRAIN_CHECKPOINT.unlink(missing_ok=True)
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 
+import pytest
 import torch
 
 from dml.config import parse_params
@@ -57,3 +58,28 @@ def test_training_starts_from_the_pretrained_features_with_a_fresh_head():
     assert not torch.equal(started.features[0].weight, scratch.features[0].weight)
     assert torch.equal(started.head.weight, scratch.head.weight)  # the head: the same seeded init as from scratch
     assert training_fingerprint(params, STATS, init) != training_fingerprint(params, STATS)
+
+
+def test_interrupted_pretraining_resumes_to_identical_weights(tmp_path):
+    """Reference: the uninterrupted run. Interrupted after epoch 1 of 3 (as Ctrl-C), the rerun
+    resumes from the checkpoint, runs epochs 2-3 only and ends bit-identical."""
+    source, params = synthetic_split(classes=6, per_class=8), pretrain_params(epochs=3)
+    reference, reference_record = pretrain(params, source, STATS, progress=False)
+    checkpoint = tmp_path / "pretrain.pt"
+
+    def interrupt(epoch):
+        if epoch.epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(params, source, STATS, progress=False, checkpoint=checkpoint, on_epoch=interrupt)
+    ran = []
+    resumed, record = pretrain(params, source, STATS, progress=False, checkpoint=checkpoint, on_epoch=lambda e: ran.append(e.epoch))
+    assert ran == [2, 3]
+    assert [(e.loss, e.accuracy) for e in record] == [(e.loss, e.accuracy) for e in reference_record]
+    for key, value in reference.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+    # a checkpoint of another pretraining is not resumed
+    ran.clear()
+    pretrain(pretrain_params(epochs=3, seed=5), source, STATS, progress=False, checkpoint=checkpoint, on_epoch=lambda e: ran.append(e.epoch))
+    assert ran == [1, 2, 3]
