@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dml.studies.aggregate import collect_runs, last_recorded, spearman, summarize, write_report
+from dml.studies.aggregate import collect_runs, effects, effects_markdown, last_recorded, spearman, summarize, write_report
 from dml.studies.experiments import Experiment, parse_exp_show
 from dml.studies.sweep import SweepError, expand, grid_variant_name, hydra_value, load_sweep, parse_assignment, plan
 from tests.test_pipeline import ROOT
@@ -312,6 +312,27 @@ def test_aggregation_matches_the_hand_computed_table(rho_plan, tmp_path):
     for name in ("r1_vs_rho.png", "r1_vs_pi_ratio.png", "r1_by_variant.png"):
         assert (tmp_path / "report" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
         assert tmp_path / "report" / name in files
+
+
+def test_effects_are_paired_by_seed_against_the_first_variant():
+    """Reference: hand-computed paired differences. Baseline base: R@1 0.80, 0.70, 0.90 (seeds
+    0, 1, 2); x: 0.85, 0.72, 0.89 -> differences +0.05, +0.02, -0.01: mean +0.02, sample std 0.03;
+    y has seeds 0 and 2 only: 0.60, 0.80 -> -0.20, -0.10: mean -0.15, std sqrt(0.005)."""
+    import pandas as pd
+
+    runs = pd.DataFrame({"exp": list("abcdefgh"), "variant": ["base"] * 3 + ["x"] * 3 + ["y"] * 2,
+                         "seed": [0, 1, 2, 0, 1, 2, 0, 2],
+                         "recall_at_1": [0.80, 0.70, 0.90, 0.85, 0.72, 0.89, 0.60, 0.80],
+                         "pi_ratio": [0.5, 0.5, 0.5, 0.6, 0.7, 0.8, 0.5, 0.5]})
+    table = effects(runs, ["base", "x", "y"])
+    assert list(table.index) == ["x", "y"] and table["n"].tolist() == [3, 2] and set(table["baseline"]) == {"base"}
+    assert table.at["x", "recall_at_1_delta_mean"] == pytest.approx(0.02, abs=1e-12)
+    assert table.at["x", "recall_at_1_delta_std"] == pytest.approx(0.03, abs=1e-12)
+    assert table.at["y", "recall_at_1_delta_mean"] == pytest.approx(-0.15, abs=1e-12)
+    assert table.at["y", "recall_at_1_delta_std"] == pytest.approx(math.sqrt(0.005), abs=1e-12)
+    assert table.at["x", "pi_ratio_delta_mean"] == pytest.approx(0.2, abs=1e-12)
+    text = effects_markdown(table, "s")
+    assert "| x | 3 | +0.020 ± 0.030 | +0.200 ± 0.100 |" in text and "| y | 2 | -0.150 ± 0.071 |" in text
 
 
 def test_spearman_matches_scipy_and_is_in_the_report(rho_plan, tmp_path):

@@ -6,8 +6,10 @@ Per run (``runs.csv``): every ``recall_at_k`` of metrics/eval.json, ``nmi``, ``m
 test by default); ``rho_train_skip1``, the paper's rho (training-split sample, largest singular
 value dropped), the last value training recorded in metrics/train_curve.csv. Per variant
 (``table.csv``, ``table.md``): mean and sample std (ddof=1; blank for one seed) of each, and n,
-the seeds found. Figures: R@1 against rho (the paper's generalisation figure, Spearman's rank
-correlation over all runs in the title), R@1 against pi_ratio, and R@1 per variant with error bars.
+the seeds found. Effects (``effects.csv``, ``effects.md``): every variant against the first one,
+the sweep's baseline, paired by seed. Figures: R@1 against rho (the paper's generalisation figure,
+Spearman's rank correlation over all runs in the title), R@1 against pi_ratio, and R@1 per variant
+with error bars.
 """
 
 from __future__ import annotations
@@ -117,10 +119,47 @@ def summarize(runs: pd.DataFrame, variants: list[str] | None = None) -> pd.DataF
     return table
 
 
-def _cell(mean: float, std: float) -> str:
+EFFECT_METRICS = ("recall_at_1", "map_at_r", "nmi", TRAIN_RHO, "pi_ratio")
+
+
+def effects(runs: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
+    """Each variant against ``variants[0]`` (the baseline), paired by seed: for every metric of
+    :data:`EFFECT_METRICS` the mean and sample std (ddof=1) over the shared seeds of
+    ``variant - baseline``, and ``n``, the seeds both have. Pairing removes what a seed does to
+    both (initialisation, batch order); an effect is worth reading only well outside its std."""
+    metrics = [m for m in EFFECT_METRICS if m in runs.columns]
+    columns = ["baseline", "n"] + [f"{m}_delta_{stat}" for m in metrics for stat in ("mean", "std")]
+    rows = []
+    if variants and not runs.empty:
+        base = runs[runs["variant"] == variants[0]].set_index("seed")
+        for variant in variants[1:]:
+            other = runs[runs["variant"] == variant].set_index("seed")
+            seeds = base.index.intersection(other.index)
+            row: dict[str, Any] = {"variant": variant, "baseline": variants[0], "n": len(seeds)}
+            for metric in metrics:
+                delta = other.loc[seeds, metric] - base.loc[seeds, metric]
+                row[f"{metric}_delta_mean"], row[f"{metric}_delta_std"] = delta.mean(), delta.std(ddof=1)
+            rows.append(row)
+    return pd.DataFrame(rows, columns=["variant", *columns]).set_index("variant")
+
+
+def effects_markdown(table: pd.DataFrame, sweep: str) -> str:
+    metrics = [c.removesuffix("_delta_mean") for c in table.columns if c.endswith("_delta_mean")]
+    baseline = table["baseline"].iloc[0] if len(table) else "-"
+    lines = [f"# Sweep `{sweep}`: difference to `{baseline}`, paired by seed (mean ± sample std of the differences, n pairs)", "",
+             "| variant | n | " + " | ".join(f"Δ {label(m)}" for m in metrics) + " |",
+             "| --- | --- |" + " --- |" * len(metrics)]
+    for variant, row in table.iterrows():
+        cells = [_cell(row[f"{m}_delta_mean"], row[f"{m}_delta_std"], signed=True) for m in metrics]
+        lines.append(f"| {variant} | {int(row['n'])} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(mean: float, std: float, signed: bool = False) -> str:
     if math.isnan(mean):
         return ""
-    return f"{mean:.3f}" if math.isnan(std) else f"{mean:.3f} ± {std:.3f}"
+    text = f"{mean:+.3f}" if signed else f"{mean:.3f}"
+    return text if math.isnan(std) else f"{text} ± {std:.3f}"
 
 
 def markdown(summary: pd.DataFrame, sweep: str) -> str:
@@ -243,8 +282,10 @@ def write_report(runs: pd.DataFrame, summary: pd.DataFrame, sweep: str, out_dir:
     matplotlib.use("Agg")
     out_dir = Path(out_dir)
     written = []
+    paired = effects(runs, list(summary.index))
     for name, text in (("runs.csv", runs.to_csv(index=False)), ("table.csv", summary.to_csv()),
-                       ("table.md", markdown(summary, sweep))):
+                       ("table.md", markdown(summary, sweep)), ("effects.csv", paired.to_csv()),
+                       ("effects.md", effects_markdown(paired, sweep))):
         with atomic_file(out_dir / name) as tmp:
             tmp.write_text(text)
         written.append(out_dir / name)
