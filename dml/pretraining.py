@@ -61,7 +61,7 @@ def pretrain_fingerprint(params: Params, stats: Stats) -> str:
     """Identifies a pretraining: its section, the backbone, the transforms, the device settings and
     the data (``stats.sha256`` covers the source split). A checkpoint resumes only the same."""
     content = {"pretrain": params.pretrain.model_dump(mode="json"), "model": params.model.model_dump(mode="json"),
-               "transforms": params.transforms.model_dump(mode="json"), "device": [params.train.device, params.train.amp],
+               "transforms": params.transforms.model_dump(mode="json"), "device": [params.train.device, params.train.amp, params.train.num_threads],
                "data": asdict(stats)}
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
@@ -77,6 +77,8 @@ def pretrain(params: Params, source: ImageSource, stats: Stats, progress: bool =
     if len(source) < cfg.batch_size:
         raise DatasetError(f"pretrain.batch_size: {cfg.batch_size} exceeds the {len(source)} source images")
     torch.manual_seed(cfg.seed)
+    if params.train.num_threads:
+        torch.set_num_threads(params.train.num_threads)
     device = resolve_device(params.train.device)
     classes, labels = np.unique(source.labels, return_inverse=True)
     model = build_model(params.model, stats.channels, stats.mean, stats.std)

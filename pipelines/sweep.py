@@ -127,12 +127,12 @@ def parent_run(sweep: Plan) -> Tracker:
 
 
 @flow(name="dvc-sweep")
-def sweep_flow(sweep_file: str, overrides: dict | None = None, name: str | None = None) -> dict[str, str]:
+def sweep_flow(sweep_file: str, overrides: dict | None = None, name: str | None = None, concurrency: int | None = None) -> dict[str, str]:
     """Run the sweep's missing experiments, then write and log its report; returns
     ``{experiment: "skipped" | "ran in N s" | "failed: why"}``."""
     logger = get_run_logger()
     root = os.getcwd()
-    sweep = plan(sweep_file, overrides=overrides, name=name)
+    sweep = plan(sweep_file, overrides=overrides, name=name, concurrency=concurrency)
     state = todo(sweep, list_experiments(root))
     logger.info(f"sweep {sweep.spec.name}: {len(sweep.runs)} runs, {len(state.done)} done (skipped), "
                 f"{len(state.to_run)} to run, at most {sweep.spec.concurrency} at a time")
@@ -185,11 +185,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set", "-S", action="append", default=[], metavar="KEY=VALUE",
                         help="an override of every run (added to the sweep's base); with --name, a condition of the study")
     parser.add_argument("--name", help="the sweep's name for this condition (experiments <name>-<variant>-s<seed>, reports/<name>/)")
+    parser.add_argument("--concurrency", type=int, help="experiments at a time (default: the file's concurrency)")
     args = parser.parse_args(argv)
+    if args.concurrency is not None and args.concurrency < 1:
+        parser.error("--concurrency must be at least 1")
     os.chdir(args.root)
     try:
         overrides = dict(parse_assignment(text) for text in args.set)
-        sweep = plan(args.sweep, overrides=overrides, name=args.name)  # before anything runs, and before Prefect starts
+        sweep = plan(args.sweep, overrides=overrides, name=args.name, concurrency=args.concurrency)  # before anything runs, and before Prefect starts
         if args.check or args.show or args.report:
             experiments = list_experiments(".")
     except (SweepError, ExperimentsError) as err:
@@ -211,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     runner = ThreadPoolTaskRunner(max_workers=sweep.spec.concurrency)
     try:
-        outcome = sweep_flow.with_options(task_runner=runner)(args.sweep, overrides, args.name)
+        outcome = sweep_flow.with_options(task_runner=runner)(args.sweep, overrides, args.name, args.concurrency)
     except (SweepError, ExperimentsError) as err:  # the repository changed under the sweep, say
         print(str(err), file=sys.stderr)
         raise SystemExit(1) from None

@@ -253,15 +253,18 @@ def dvc_reads(params_file: Path, args: list[str]) -> dict[str, Any]:
         return read_yaml(copy_path)
 
 
-def with_condition(spec: SweepSpec, overrides: dict[str, Any] | None = None, name: str | None = None) -> SweepSpec:
+def with_condition(spec: SweepSpec, overrides: dict[str, Any] | None = None, name: str | None = None,
+                   concurrency: int | None = None) -> SweepSpec:
     """The same sweep under a condition: ``overrides`` added to (and winning over) its base, under
     another ``name`` (its experiments, report folder and MLflow runs), e.g. the rho sweep on the
-    shifted split: ``with_condition(spec, {"data.glyphs.split_by": "script"}, "rho-script")``."""
-    if not overrides and name is None:
+    shifted split: ``with_condition(spec, {"data.glyphs.split_by": "script"}, "rho-script")``;
+    ``concurrency`` replaces the file's (how it runs, not what: the runs stay the same)."""
+    if not overrides and name is None and concurrency is None:
         return spec
     if name is not None and not re.fullmatch(NAME_PATTERN, name):
         raise SweepError(f"--name {name!r}: not a valid sweep name (letters, digits, '_', '.', '-'; no leading '-' or '.')")
-    raw = {**spec.model_dump(exclude_none=True), "base": {**spec.base, **(overrides or {})}, "name": name or spec.name}
+    raw = {**spec.model_dump(exclude_none=True), "base": {**spec.base, **(overrides or {})}, "name": name or spec.name,
+           "concurrency": concurrency or spec.concurrency}
     try:
         return SweepSpec.model_validate(raw)
     except ValidationError as err:
@@ -284,12 +287,12 @@ def parse_assignment(text: str) -> tuple[str, Any]:
 
 
 def plan(sweep_path: Path | str, params_path: Path | str = PARAMS_FILE, overrides: dict[str, Any] | None = None,
-         name: str | None = None) -> Plan:
+         name: str | None = None, concurrency: int | None = None) -> Plan:
     """Load the sweep (under the condition ``overrides`` / ``name``, see :func:`with_condition`)
     and validate every run against ``params_path``; raises :class:`SweepError` with one line per
     bad variant (its first bad run)."""
     sweep_path, params_path = Path(sweep_path), Path(params_path)
-    spec = with_condition(load_sweep(sweep_path), overrides, name)
+    spec = with_condition(load_sweep(sweep_path), overrides, name, concurrency)
     runs = expand(spec)
     try:
         raw = read_yaml(params_path) if params_path.is_file() else None
