@@ -72,7 +72,7 @@ class PretrainConfig(Section):
     (``data.glyphs.source_fraction``, or a manifest's split ``source``); train then starts from those
     features with a fresh embedding head. The embedded analogue of the paper's ImageNet-pretrained
     backbones (fine-tune with a low ``optim.lr``). Reads ``model`` (the backbone), ``transforms``
-    and ``train.device`` / ``train.amp``; its own seed, so every training seed shares one
+    and ``train.device`` / ``train.amp`` / ``train.num_threads``; its own seed, so every training seed shares one
     pretrained network, as every seed of the paper shares the ImageNet weights."""
 
     epochs: int = Field(0, ge=0, description="0 = off: train starts from the backbone's own initialisation")
