@@ -54,6 +54,15 @@ def test_training_sections_reach_train_only_through_the_resolved_config():
     assert _paths(STAGES["configure"]["outs"]) == ["configs/train.json"]
 
 
+def test_knobs_that_change_no_output_rerun_nothing():
+    """preprocess.workers and the loader section only say how fast (outputs tested identical for
+    any value): no stage declares them; every other preprocess knob reruns preprocess."""
+    preprocess = set(STAGES["preprocess"]["params"])
+    assert preprocess == {f"preprocess.{key}" for key in Params.model_fields["preprocess"].annotation.model_fields} - {"preprocess.workers"}
+    declared = [p for stage in STAGES.values() for p in stage.get("params", [])]
+    assert not any(p == "loader" or p.startswith("loader.") for p in declared)
+
+
 def _project_modules(path: Path) -> set[str]:
     """``dml.*`` modules a file imports at run time (imports for type checkers only excluded)."""
     tree = ast.parse(path.read_text())
