@@ -127,12 +127,13 @@ def parent_run(sweep: Plan) -> Tracker:
 
 
 @flow(name="dvc-sweep")
-def sweep_flow(sweep_file: str, overrides: dict | None = None, name: str | None = None, concurrency: int | None = None) -> dict[str, str]:
+def sweep_flow(sweep_file: str, overrides: dict | None = None, name: str | None = None, concurrency: int | None = None,
+               only: list[str] | None = None) -> dict[str, str]:
     """Run the sweep's missing experiments, then write and log its report; returns
     ``{experiment: "skipped" | "ran in N s" | "failed: why"}``."""
     logger = get_run_logger()
     root = os.getcwd()
-    sweep = plan(sweep_file, overrides=overrides, name=name, concurrency=concurrency)
+    sweep = plan(sweep_file, overrides=overrides, name=name, concurrency=concurrency, only=only)
     state = todo(sweep, list_experiments(root))
     logger.info(f"sweep {sweep.spec.name}: {len(sweep.runs)} runs, {len(state.done)} done (skipped), "
                 f"{len(state.to_run)} to run, at most {sweep.spec.concurrency} at a time")
@@ -186,13 +187,15 @@ def main(argv: list[str] | None = None) -> None:
                         help="an override of every run (added to the sweep's base); with --name, a condition of the study")
     parser.add_argument("--name", help="the sweep's name for this condition (experiments <name>-<variant>-s<seed>, reports/<name>/)")
     parser.add_argument("--concurrency", type=int, help="experiments at a time (default: the file's concurrency)")
+    parser.add_argument("--only", help="comma-separated variants to run and report, a subset of the file's (same experiment names)")
     args = parser.parse_args(argv)
     if args.concurrency is not None and args.concurrency < 1:
         parser.error("--concurrency must be at least 1")
     os.chdir(args.root)
     try:
         overrides = dict(parse_assignment(text) for text in args.set)
-        sweep = plan(args.sweep, overrides=overrides, name=args.name, concurrency=args.concurrency)  # before anything runs, and before Prefect starts
+        only = [v.strip() for v in args.only.split(",") if v.strip()] if args.only else None
+        sweep = plan(args.sweep, overrides=overrides, name=args.name, concurrency=args.concurrency, only=only)  # before anything runs, and before Prefect starts
         if args.check or args.show or args.report:
             experiments = list_experiments(".")
     except (SweepError, ExperimentsError) as err:
@@ -214,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     runner = ThreadPoolTaskRunner(max_workers=sweep.spec.concurrency)
     try:
-        outcome = sweep_flow.with_options(task_runner=runner)(args.sweep, overrides, args.name, args.concurrency)
+        outcome = sweep_flow.with_options(task_runner=runner)(args.sweep, overrides, args.name, args.concurrency, only)
     except (SweepError, ExperimentsError) as err:  # the repository changed under the sweep, say
         print(str(err), file=sys.stderr)
         raise SystemExit(1) from None

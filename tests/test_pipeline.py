@@ -187,7 +187,8 @@ def test_prefect_flow_runs_the_dvc_dag(repo, tmp_path):
     assert dag["evaluate"] == ["embed", "index"]
     assert dag["report"] == ["evaluate", "gallery", "index", "spectrum", "train"]
     assert dag["gallery"] == ["configure", "embed", "index", "prepare"]
-    assert dag["train"] == ["configure", "preprocess"] and dag["configure"] == []
+    assert dag["train"] == ["configure", "preprocess", "pretrain"] and dag["configure"] == []
+    assert dag["pretrain"] == ["preprocess"]
     run([sys.executable, "-m", "dvc", "repro"], repo)
     set_params(repo, spectrum={"skip_largest": [0, 2]})
     env_home = tmp_path / "prefect"

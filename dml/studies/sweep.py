@@ -287,13 +287,19 @@ def parse_assignment(text: str) -> tuple[str, Any]:
 
 
 def plan(sweep_path: Path | str, params_path: Path | str = PARAMS_FILE, overrides: dict[str, Any] | None = None,
-         name: str | None = None, concurrency: int | None = None) -> Plan:
-    """Load the sweep (under the condition ``overrides`` / ``name``, see :func:`with_condition`)
-    and validate every run against ``params_path``; raises :class:`SweepError` with one line per
-    bad variant (its first bad run)."""
+         name: str | None = None, concurrency: int | None = None, only: list[str] | None = None) -> Plan:
+    """Load the sweep (under the condition ``overrides`` / ``name``, see :func:`with_condition`;
+    ``only``: these variants alone, a subset with the same experiment names) and validate every run
+    against ``params_path``; raises :class:`SweepError` with one line per bad variant (its first
+    bad run)."""
     sweep_path, params_path = Path(sweep_path), Path(params_path)
     spec = with_condition(load_sweep(sweep_path), overrides, name, concurrency)
     runs = expand(spec)
+    if only:
+        unknown = [v for v in only if v not in {run.variant for run in runs}]
+        if unknown:
+            raise SweepError(f"--only: {sweep_path} has no variant {unknown}; it has {list(dict.fromkeys(r.variant for r in runs))}")
+        runs = [run for run in runs if run.variant in only]
     try:
         raw = read_yaml(params_path) if params_path.is_file() else None
     except ConfigError as err:
