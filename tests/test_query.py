@@ -21,7 +21,7 @@ from dml.gallery import OTHER_CLASS, SAME_CLASS
 from dml.query import main as query_main
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["prepare", "preprocess", "configure", "train", "embed", "index", "gallery"]
+STAGES = ["prepare", "preprocess", "configure", "pretrain", "train", "embed", "index", "gallery"]
 TINY = {
     "data": {"glyphs": {"max_classes": 16, "samples_per_class": 8}},
     "train": {"epochs": 1, "batch_size": 32, "num_threads": 1},

@@ -21,7 +21,7 @@ import yaml
 
 from tests.test_pipeline import _merge, mlflow_runs, run, set_params, tiny_project
 
-STAGES = ["prepare", "preprocess", "configure", "train", "embed", "index", "evaluate", "spectrum", "report"]
+STAGES = ["prepare", "preprocess", "configure", "pretrain", "train", "embed", "index", "evaluate", "spectrum", "report"]
 OUTPUTS = ["configs", "models", "embeddings", "index", "metrics", "plots", "data/prepared", "data/preprocessed"]
 
 
