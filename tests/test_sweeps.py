@@ -175,6 +175,15 @@ def test_a_condition_from_the_command_line_is_its_own_sweep():
     assert clash.params["rho-distance-s0"]["miner"]["name"] == "distance"
 
 
+def test_only_some_variants_keep_their_experiment_names():
+    sweep = plan(ROOT / "sweeps/rho.yaml", ROOT / "params.yaml", only=["p0.35", "distance"])
+    assert [r.exp_name for r in sweep.runs] == ["rho-distance-s0", "rho-p0.35-s0", "rho-distance-s1", "rho-p0.35-s1",
+                                               "rho-distance-s2", "rho-p0.35-s2"]  # the file's order, seed by seed
+    assert sweep.variants == ["distance", "p0.35"]
+    with pytest.raises(SweepError, match=r"--only: .* has no variant \['p0.5'\]"):
+        plan(ROOT / "sweeps/rho.yaml", ROOT / "params.yaml", only=["p0.5"])
+
+
 @pytest.mark.parametrize("text, expected", [
     ("data.glyphs.split_by=script", ("data.glyphs.split_by", "script")),
     ("optim.lr=1e-4", ("optim.lr", 0.0001)),
