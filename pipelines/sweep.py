@@ -28,6 +28,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -41,7 +42,7 @@ from dml.config import parse_params
 from dml.studies.aggregate import aggregate, show_table
 from dml.studies.experiments import Experiment, ExperimentsError, list_experiments
 from dml.studies.sweep import Plan, SweepError, parse_assignment, plan
-from dml.tracking import SWEEP_ENV, SWEEP_RUN_ENV, VARIANT_ENV, Tracker, source_commit
+from dml.tracking import SWEEP_BASE_ENV, SWEEP_ENV, SWEEP_RUN_ENV, VARIANT_ENV, Tracker, source_commit
 from pipelines._process import dvc_command, stream
 
 # Failures worth another try: DVC or git finding their lock taken, SQLite busy, a process killed
@@ -151,7 +152,8 @@ def sweep_flow(sweep_file: str, overrides: dict | None = None, name: str | None 
     try:
         futures = {}
         for name in state.to_run:
-            env = {SWEEP_ENV: sweep.spec.name, VARIANT_ENV: by_name[name].variant, SWEEP_RUN_ENV: parent.key}
+            env = {SWEEP_ENV: sweep.spec.name, VARIANT_ENV: by_name[name].variant, SWEEP_RUN_ENV: parent.key,
+                   SWEEP_BASE_ENV: json.dumps(sweep.spec.base)}
             futures[name] = run_experiment.submit(root, name, sweep.set_args[name], env)
         for name, future in futures.items():
             future.wait()

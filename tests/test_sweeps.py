@@ -422,6 +422,7 @@ def ran(result: subprocess.CompletedProcess) -> list[str]:
 
 TINY_SWEEP = """\
     name: tiny
+    base: {optim.lr: 0.002}
     variants:
       - {name: dist, overrides: {miner.name: distance}}
       - {name: p0.2, overrides: {miner.name: rho_distance, miner.rho_distance.p: 0.2}}
@@ -471,7 +472,7 @@ def test_sweep_runs_resumes_reports_and_tracks(tmp_path):
     artifacts = {a.path for a in client.list_artifacts(parent[0].info.run_id, "report")}
     assert {"report/table.csv", "report/table.md", "report/r1_vs_rho.png"} <= artifacts
     child = children["tiny-p0.2-s1"]
-    # what differs from the committed params.yaml (the project's, log_model aside): the variant's overrides
+    # what differs from the committed params.yaml (the project's, log_model aside) plus the sweep's base: the variant's overrides
     assert child.data.tags["mlflow.runName"] == "miner=rho_distance p=0.2 seed=1"
     assert child.data.tags["dml.variant"] == "p0.2" and child.data.tags["dml.sweep"] == "tiny"
     assert child.data.tags["mlflow.parentRunId"] == parent[0].info.run_id

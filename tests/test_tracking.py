@@ -283,7 +283,7 @@ def test_loopback_server_killed_and_restarted_during_training(store, monkeypatch
     assert len(warnings) == 1
 
 
-NAMING_ENV = ("DML_SWEEP", "DML_VARIANT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", "DVC_STAGE")
+NAMING_ENV = ("DML_SWEEP", "DML_VARIANT", "DML_SWEEP_BASE", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", "DVC_STAGE")
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -348,6 +348,26 @@ def test_run_name_and_variant_say_what_differs_from_the_committed_params(tmp_pat
     monkeypatch.setenv("DVC_STAGE", "train")
     tags = run_tags(params)
     assert (tags["dml.variant"], tags["dml.sweep"], tags["mlflow.source.name"]) == ("v1", "study", "dvc.yaml:train")
+
+
+def test_a_sweep_runs_name_says_its_variant_not_the_sweeps_common_overrides(tmp_path, monkeypatch):
+    """Reference: COMMITTED plus the sweep's base (DML_SWEEP_BASE, as pipelines/sweep.py sets it):
+    the condition every run of the sweep shares is in the sweep's own run, not in each name."""
+    from dml.tracking import run_name, run_tags
+
+    for env in NAMING_ENV:
+        monkeypatch.delenv(env, raising=False)
+    _commit_params(tmp_path, COMMITTED)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    base = {"optim.lr": 0.0001, "data.glyphs.split_by": "script", "train.track_test_recall": False}
+    run = {"optim": {"lr": 0.0001}, "data": {"glyphs": {"split_by": "script"}}, "train": {"track_test_recall": False, "seed": 1},
+           "miner": {"name": "rho_distance", "rho_distance": {"p": 0.2}}}
+    params = parse_params(_merged(COMMITTED, run))
+    assert run_name(params) == "miner=rho_distance p=0.2 lr=0.0001 track_test_recall=false +1 seed=1"  # outside the sweep
+    monkeypatch.setenv("DML_SWEEP_BASE", json.dumps(base))
+    assert run_name(params) == "miner=rho_distance p=0.2 seed=1"
+    monkeypatch.setenv("DML_VARIANT", "p0.2")
+    assert run_tags(params)["dml.variant"] == "p0.2"
 
 
 def test_run_name_is_relative_to_the_experiments_baseline_commit(tmp_path, monkeypatch):

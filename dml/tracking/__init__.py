@@ -58,6 +58,9 @@ CURVE_METRICS = {
 # Set by a sweep (pipelines/sweep.py) for the stages of its experiments: the sweep's name, the
 # variant's name (the tag that groups a variant's seeds) and the outbox key of the sweep's parent run.
 SWEEP_ENV, VARIANT_ENV, SWEEP_RUN_ENV = "DML_SWEEP", "DML_VARIANT", "DML_SWEEP_RUN_KEY"
+# A sweep's base overrides (JSON, dotted keys): its runs are named by what differs from them, the
+# variant, since the sweep's own run and tag already say what all of them share.
+SWEEP_BASE_ENV = "DML_SWEEP_BASE"
 RESULT_TAG = "dml.result_logged"
 TRAINING_PREFIX = "train-"
 METRICS_PER_RECORD = 900  # below MLflow's 1000 per log_batch
@@ -140,13 +143,18 @@ def reference_params() -> dict[str, Any]:
     at the commit the run comes from (:func:`source_commit`: a DVC experiment's baseline, else
     HEAD) in the repository at :func:`repo_root` (also for ``--temp`` workspaces), every key.
     Falls back to the schema's defaults where there is no such file (no git repository, the file
-    not committed, or no longer valid under the current schema)."""
-    return _committed_params(str(repo_root()), source_commit()) or _defaults()
+    not committed, or no longer valid under the current schema). Inside a sweep, that file plus the
+    sweep's base overrides (``DML_SWEEP_BASE``): its runs are named by their variant and seed."""
+    return _committed_params(str(repo_root()), source_commit(), os.environ.get(SWEEP_BASE_ENV, "")) or _defaults()
 
 
 @functools.cache
-def _committed_params(root: str, commit: str) -> dict[str, Any] | None:
+def _committed_params(root: str, commit: str, base_json: str = "") -> dict[str, Any] | None:
+    import json
+
     from ruamel.yaml import YAML, YAMLError
+
+    from dml.studies.sweep import apply_overrides
 
     try:  # ``<rev>:./<path>``: the path relative to ``root``, also when it is a subfolder of the git repository
         out = subprocess.run(["git", "show", f"{commit}:./{PARAMS_FILE}"], cwd=root, capture_output=True, timeout=10)
@@ -155,8 +163,11 @@ def _committed_params(root: str, commit: str) -> dict[str, Any] | None:
     if out.returncode != 0:
         return None
     try:
-        return _all_keys(parse_params(YAML(typ="safe", pure=True).load(out.stdout.decode()), f"{commit[:12]}:{PARAMS_FILE}"))
-    except (ConfigError, YAMLError, UnicodeDecodeError):
+        raw = YAML(typ="safe", pure=True).load(out.stdout.decode())
+        if base_json:
+            raw = apply_overrides(raw, json.loads(base_json))
+        return _all_keys(parse_params(raw, f"{commit[:12]}:{PARAMS_FILE}"))
+    except (ConfigError, YAMLError, UnicodeDecodeError, ValueError, AttributeError):
         return None
 
 
@@ -342,7 +353,7 @@ def report_result(
 
 
 __all__ = [
-    "CURVE_METRICS", "METRIC_GROUPS", "MODEL_RUN_TAG", "PARENT_TAG", "RESULT_TAG", "SWEEP_ENV", "SWEEP_RUN_ENV",
+    "CURVE_METRICS", "METRIC_GROUPS", "MODEL_RUN_TAG", "PARENT_TAG", "RESULT_TAG", "SWEEP_BASE_ENV", "SWEEP_ENV", "SWEEP_RUN_ENV",
     "Tracker", "TrackingError", "TrainingRun", "VARIANT_ENV", "check_reachable", "differences", "model_run_key",
     "new_attempt", "reference_params", "remember_model_run", "report_result", "run_name", "run_tags", "tracking_uri",
     "training_key",
