@@ -14,6 +14,7 @@ of a method that is not selected changes no training input and retrains nothing.
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -373,6 +374,21 @@ def load_params(path: Path | str = PARAMS_FILE) -> Params:
     if not path.is_file():
         raise ConfigError(f"{path}: file not found (run from the repository root)")
     return parse_params(read_yaml(path), path)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """params.yaml's content with dotted-key overrides set (missing sections created, for the
+    schema to reject as unknown keys)."""
+    out = copy.deepcopy(raw)
+    for key, value in overrides.items():
+        node = out
+        *parents, last = key.split(".")
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[last] = copy.deepcopy(value)
+    return out
 
 
 def read_yaml(path: Path | str) -> Any:

@@ -19,7 +19,6 @@ Example (``sweeps/rho.yaml``)::
 
 from __future__ import annotations
 
-import copy
 import itertools
 import re
 import tempfile
@@ -29,7 +28,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
-from dml.config import PARAMS_FILE, ConfigError, parse_params, read_yaml
+from dml.config import PARAMS_FILE, ConfigError, apply_overrides, parse_params, read_yaml
 
 SEED_KEY = "train.seed"
 # Experiment names become git refs (refs/exps/.../<name>): a conservative subset of git's rules.
@@ -181,21 +180,6 @@ def expand(spec: SweepSpec) -> list[SweepRun]:
             raise SweepError(f"sweep {spec.name!r}: grid point {name!r} makes no valid experiment name; use variants with names")
     return [SweepRun(spec.name, name, seed, {**spec.base, **overrides, SEED_KEY: seed})
             for seed in spec.seeds for name, overrides in variants]
-
-
-def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """params.yaml's content with dotted-key overrides set (missing sections created, for the
-    schema to reject as unknown keys)."""
-    out = copy.deepcopy(raw)
-    for key, value in overrides.items():
-        node = out
-        *parents, last = key.split(".")
-        for part in parents:
-            if not isinstance(node.get(part), dict):
-                node[part] = {}
-            node = node[part]
-        node[last] = copy.deepcopy(value)
-    return out
 
 
 def _has_key(raw: dict[str, Any], key: str) -> bool:

@@ -28,7 +28,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from dml.config import PARAMS_FILE, ConfigError, Params, parse_params, repo_root
+from dml.config import PARAMS_FILE, ConfigError, Params, apply_overrides, parse_params, repo_root
 from dml.config import _flatten as flatten
 from dml.io import read_json, write_json
 from dml.paths import MODEL_RUNS
@@ -153,8 +153,6 @@ def _committed_params(root: str, commit: str, base_json: str = "") -> dict[str, 
     import json
 
     from ruamel.yaml import YAML, YAMLError
-
-    from dml.studies.sweep import apply_overrides
 
     try:  # ``<rev>:./<path>``: the path relative to ``root``, also when it is a subfolder of the git repository
         out = subprocess.run(["git", "show", f"{commit}:./{PARAMS_FILE}"], cwd=root, capture_output=True, timeout=10)
