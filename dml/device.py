@@ -1,5 +1,7 @@
 """Where tensors live and in which precision the forward pass runs (``train.device``,
-``train.amp``): one place that turns the params into a ``torch.device`` and an autocast context."""
+``train.amp``): one place that turns the params into a ``torch.device``, places models and image
+batches on it (channels-last on CUDA, the faster layout for convolutions there) and gives the
+autocast context."""
 
 from __future__ import annotations
 
@@ -32,3 +34,14 @@ def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManage
 def grad_scaler(device: torch.device, amp: str) -> torch.amp.GradScaler:
     """Loss scaling, needed for fp16 only (bf16 has float32's exponent range)."""
     return torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and amp == "fp16")
+
+
+def place_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``model`` moved to ``device``, its weights channels-last on CUDA."""
+    return model.to(device, memory_format=torch.channels_last if device.type == "cuda" else torch.preserve_format)
+
+
+def place_images(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch of images moved to ``device`` (asynchronously from pinned memory), channels-last on CUDA."""
+    images = images.to(device, non_blocking=True)
+    return images.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else images

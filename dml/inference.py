@@ -8,7 +8,7 @@ from tqdm import tqdm
 
 from dml.config import TransformsConfig
 from dml.data.loading import ImageSource, eval_loader
-from dml.device import autocast
+from dml.device import autocast, place_images
 from dml.models import EmbeddingModel
 
 
@@ -31,10 +31,7 @@ def embed_source(
     chunks = []
     loader = eval_loader(source, transforms, batch_size, device, num_workers)
     for images, _ in tqdm(loader, desc="embed", unit="batch", disable=not progress, leave=False):
-        images = images.to(device, non_blocking=True)
-        if device.type == "cuda":
-            images = images.contiguous(memory_format=torch.channels_last)
         with autocast(device, amp):
-            chunks.append(model(images).float().cpu().numpy())
+            chunks.append(model(place_images(images, device)).float().cpu().numpy())
     model.train(was_training)
     return np.concatenate(chunks).astype(np.float32, copy=False)

@@ -6,6 +6,7 @@ stages then replace them only once the new version is complete.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -105,3 +106,12 @@ def write_json(path: Path | str, payload: Any) -> None:
 
 def read_json(path: Path | str) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def file_sha256(path: Path | str) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks (archives, weights, models of any size)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()

@@ -13,7 +13,6 @@ and resumed from its checkpoint ends with exactly the uninterrupted weights.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import time
@@ -29,9 +28,9 @@ from torch import nn
 from dml.config import Params
 from dml.data.loading import EpochBatches, ImageSource, in_memory, train_loader
 from dml.data.stats import Stats
-from dml.device import autocast, grad_scaler, resolve_device
+from dml.device import autocast, grad_scaler, place_images, place_model, resolve_device
 from dml.errors import DatasetError, TrainingError
-from dml.io import atomic_file, safe_load
+from dml.io import atomic_file, file_sha256, safe_load
 from dml.models import EmbeddingModel, build_model
 from dml.samplers.basic import RandomSampler
 
@@ -83,7 +82,7 @@ def pretrain(params: Params, source: ImageSource, stats: Stats, progress: bool =
     classes, labels = np.unique(source.labels, return_inverse=True)
     model = build_model(params.model, stats.channels, stats.mean, stats.std)
     classifier = nn.Linear(model.head.in_features, len(classes))
-    model.to(device, memory_format=torch.channels_last if device.type == "cuda" else torch.preserve_format)
+    place_model(model, device)
     classifier.to(device)
     optimizer = torch.optim.Adam([*model.features.parameters(), *classifier.parameters()], lr=cfg.lr, weight_decay=cfg.weight_decay)
     scaler = grad_scaler(device, params.train.amp)
@@ -107,10 +106,9 @@ def pretrain(params: Params, source: ImageSource, stats: Stats, progress: bool =
         started = time.perf_counter()
         total_loss = correct = seen = 0.0
         for images, index in loader:
-            images = images.to(device, non_blocking=True)
             targets = targets_all[index.to(device)]
             with autocast(device, params.train.amp):
-                logits = classifier(model.backbone_features(images))
+                logits = classifier(model.backbone_features(place_images(images, device)))
             loss = F.cross_entropy(logits.float(), targets)
             value = loss.item()
             if not math.isfinite(value):
@@ -141,20 +139,17 @@ def save_pretrained(path: Path, model: EmbeddingModel | None, info: dict) -> Non
     """The backbone's state dict (or None: pretraining is off) and what it was trained on."""
     payload = {"features": None if model is None else {k: v.detach().cpu() for k, v in model.features.state_dict().items()},
                "info": info}
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
     with atomic_file(path) as tmp:
-        tmp.write_bytes(buffer.getvalue())
+        torch.save(payload, tmp)
 
 
 def load_pretrained(path: Path) -> PretrainedBackbone | None:
     """The pretrain stage's backbone, or None when pretraining is off."""
     if not Path(path).is_file():
         raise DatasetError(f"{path}: missing; run `dvc repro` (stage pretrain) first")
-    data = Path(path).read_bytes()
     payload = safe_load(path, "pretrained backbone")
     if not isinstance(payload, dict) or "features" not in payload:
         raise DatasetError(f"{path}: not a pretrained backbone this pipeline wrote; delete it and rerun stage pretrain")
     if payload["features"] is None:
         return None
-    return PretrainedBackbone(payload["features"], hashlib.sha256(data).hexdigest())
+    return PretrainedBackbone(payload["features"], file_sha256(path))

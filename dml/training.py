@@ -30,7 +30,7 @@ from tqdm import tqdm
 from dml.config import ConfigError, Params
 from dml.data.loading import EpochBatches, ImageSource, in_memory, train_loader
 from dml.data.stats import Stats
-from dml.device import autocast, grad_scaler, resolve_device
+from dml.device import autocast, grad_scaler, place_images, place_model, resolve_device
 from dml.errors import TrainingError
 from dml.indexing import exact_searcher, search_neighbours
 from dml.inference import embed_source
@@ -180,7 +180,7 @@ def build_training(params: Params, train_split: ImageSource, stats: Stats, init:
             raise ConfigError(f"model.name: the pretrained backbone does not fit {params.model.name!r} "
                               f"({str(err).splitlines()[0]}); rerun stage pretrain") from None
     criterion = build_loss(params.loss, num_classes, params.model.embed_dim)
-    model.to(device, memory_format=torch.channels_last if device.type == "cuda" else torch.preserve_format)
+    place_model(model, device)
     criterion.to(device)
     storage = build_storage(params.sampler, len(labels_np), params.model.embed_dim, device, cfg.batch_size)
     optimizer = lookup(OPTIMIZERS, "optim.name", params.optim.name)(
@@ -217,11 +217,8 @@ def training_step(setup: TrainingSetup, params: Params, images: torch.Tensor, in
     """Forward (under autocast), mine and score in float32; returns the loss and the tuple count
     (None without a miner). The caller checks the loss before stepping."""
     device = setup.device
-    images = images.to(device, non_blocking=True)
-    if device.type == "cuda":
-        images = images.contiguous(memory_format=torch.channels_last)
     with autocast(device, params.train.amp):
-        embeddings = setup.model(images)
+        embeddings = setup.model(place_images(images, device))
     embeddings = embeddings.float()
     if setup.storage is not None:  # later batches are chosen from the updated storage
         setup.storage.record(index.numpy(), embeddings)

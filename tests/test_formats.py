@@ -19,7 +19,8 @@ import pytest
 
 from dml.config import ConfigError, parse_params
 from dml.data import archive
-from dml.data.archive import resolve_root, sha256_file
+from dml.data.archive import resolve_root
+from dml.io import file_sha256
 from dml.data.config import DataConfig
 from dml.data.formats import FORMATS, RawDataset, hold_out_val
 from dml.data.manifest import image_root, read_manifest
@@ -289,7 +290,7 @@ def test_archive_is_verified_extracted_once_and_prepared(tmp_path, monkeypatch, 
     raw = tmp_path / "repo" / "data" / "raw"
     raw.mkdir(parents=True)
     packed = mini.make_archive(source, raw / f"CUB_200_2011{suffix}")
-    digest = sha256_file(packed)
+    digest = file_sha256(packed)
     shutil.rmtree(tmp_path / "download")
     table, info, _ = run_prepare(tmp_path / "repo", monkeypatch, name="cub200", root=f"data/raw/{packed.name}", sha256=digest)
     assert info["image_root"] == "../extracted/CUB_200_2011/CUB_200_2011" and table.num_rows == 400
@@ -309,7 +310,7 @@ def test_sha256_mismatch_names_file_expected_and_got(tmp_path):
     with pytest.raises(DatasetError) as info:
         resolve_root(packed, "0" * 64, tmp_path / "extracted")
     assert str(info.value) == (
-        f"data.sha256: {packed} has sha256 {sha256_file(packed)}, expected {'0' * 64} (a different or damaged download)"
+        f"data.sha256: {packed} has sha256 {file_sha256(packed)}, expected {'0' * 64} (a different or damaged download)"
     )
     assert not (tmp_path / "extracted").exists()
 

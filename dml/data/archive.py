@@ -12,7 +12,6 @@ unpacked again.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import stat
 import tarfile
@@ -21,7 +20,7 @@ import zlib
 from pathlib import Path, PurePosixPath
 
 from dml.errors import DatasetError
-from dml.io import atomic_dir, read_json, write_json
+from dml.io import atomic_dir, file_sha256, read_json, write_json
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar", ".zip")
 MARKER = ".dml-extracted.json"
@@ -34,16 +33,8 @@ def archive_suffix(path: Path) -> str | None:
     return next((suffix for suffix in ARCHIVE_SUFFIXES if name.endswith(suffix)), None)
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify_sha256(path: Path, expected: str) -> None:
-    got = sha256_file(path)
+    got = file_sha256(path)
     if got != expected.lower():
         raise DatasetError(f"data.sha256: {path} has sha256 {got}, expected {expected.lower()} (a different or damaged download)")
 

@@ -420,14 +420,13 @@ class GlyphSet:
     labels: np.ndarray  # int64, shape (N,), index into class_names
     class_names: list[str]
     is_train: np.ndarray  # bool, shape (N,), True for samples of train classes
+    is_source: np.ndarray  # bool, shape (N,), True for the pretraining source classes (neither train nor test)
     sha256: str  # hash of images.tobytes() + labels.tobytes()
-    is_source: np.ndarray | None = None  # bool, shape (N,): the pretraining source classes (neither train nor test)
 
     @property
     def splits(self) -> list[str]:
         """Each sample's split: "source", "train" or "test"."""
-        source = self.is_source if self.is_source is not None else np.zeros_like(self.is_train)
-        return ["source" if s else "train" if t else "test" for s, t in zip(source.tolist(), self.is_train.tolist())]
+        return ["source" if s else "train" if t else "test" for s, t in zip(self.is_source.tolist(), self.is_train.tolist())]
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:
@@ -575,6 +574,6 @@ def generate_glyphs(seed: int = 0, samples_per_class: int = 40, image_size: int 
         labels=labels,
         class_names=[classes[i].name for i in order.tolist()],
         is_train=is_train,
-        sha256=digest,
         is_source=is_source,
+        sha256=digest,
     )

@@ -9,7 +9,6 @@ saved under that name never trains silently.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import re
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pathlib import Path
 import torch
 
 from dml.errors import DatasetError
+from dml.io import file_sha256
 
 # torch.hub's HASH_REGEX (hex digits between a '-' and a '.'), with at least eight digits here, so
 # a name like "resnet-bad.pth" is not taken for a hash. A name without one is loaded unchecked
@@ -36,14 +36,6 @@ def hub_cache_path(url: str) -> Path:
     """Where torchvision's weights API caches ``url``: ``<torch.hub.get_dir()>/checkpoints/<file
     name>`` (honours ``TORCH_HOME``)."""
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def expected_hash_prefix(path: Path) -> str | None:

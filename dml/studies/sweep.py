@@ -34,7 +34,8 @@ SEED_KEY = "train.seed"
 # Experiment names become git refs (refs/exps/.../<name>): a conservative subset of git's rules.
 NAME_PATTERN = r"[A-Za-z0-9](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?"
 Name = Annotated[str, StringConstraints(pattern=f"^{NAME_PATTERN}$", max_length=80)]
-Key = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_]\w*(?:\.\w+)+$")]
+KEY_PATTERN = r"[A-Za-z_]\w*(?:\.\w+)+"  # a dotted params key: section.key[.key ...]
+Key = Annotated[str, StringConstraints(pattern=f"^{KEY_PATTERN}$")]
 Scalar = bool | int | float | str | None
 Value = Scalar | list[Scalar]
 
@@ -262,7 +263,7 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     from ruamel.yaml import YAML, YAMLError
 
     key, sep, value = text.partition("=")
-    if not sep or not re.fullmatch(r"[A-Za-z_]\w*(?:\.\w+)+", key):
+    if not sep or not re.fullmatch(KEY_PATTERN, key):
         raise SweepError(f"--set {text!r}: expected section.key=value")
     try:
         return key, YAML(typ="safe", pure=True).load(value)
@@ -280,9 +281,10 @@ def plan(sweep_path: Path | str, params_path: Path | str = PARAMS_FILE, override
     spec = with_condition(load_sweep(sweep_path), overrides, name, concurrency)
     runs = expand(spec)
     if only:
-        unknown = [v for v in only if v not in {run.variant for run in runs}]
+        variants = list(dict.fromkeys(run.variant for run in runs))
+        unknown = [v for v in only if v not in variants]
         if unknown:
-            raise SweepError(f"--only: {sweep_path} has no variant {unknown}; it has {list(dict.fromkeys(r.variant for r in runs))}")
+            raise SweepError(f"--only: {sweep_path} has no variant {unknown}; it has {variants}")
         runs = [run for run in runs if run.variant in only]
     try:
         raw = read_yaml(params_path) if params_path.is_file() else None

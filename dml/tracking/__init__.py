@@ -20,7 +20,6 @@ never duplicated, never mislabelled, with or without a reachable tracking server
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import subprocess
 import sys
@@ -30,7 +29,7 @@ from typing import Any
 
 from dml.config import PARAMS_FILE, ConfigError, Params, apply_overrides, parse_params, repo_root
 from dml.config import _flatten as flatten
-from dml.io import read_json, write_json
+from dml.io import file_sha256, read_json, write_json
 from dml.paths import MODEL_RUNS
 from dml.tracking.outbox import TERMINAL, Outbox, all_outboxes, outbox_root
 from dml.tracking.store import TrackingError, check_reachable, tracking_uri
@@ -286,16 +285,8 @@ def _mark_abandoned_trainings(root: Path, keep: str) -> None:
             outbox.append("status", status="KILLED", time=now_ms())
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _model_run_file(model_file: Path) -> Path:
-    return repo_root() / MODEL_RUNS / f"{_sha256(model_file)}.json"
+    return repo_root() / MODEL_RUNS / f"{file_sha256(model_file)}.json"
 
 
 def remember_model_run(model_file: Path, run: Tracker) -> None:
