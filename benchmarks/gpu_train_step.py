@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from dml.config import parse_params  # noqa: E402
 from dml.data.loading import FileSplit  # noqa: E402
 from dml.data.stats import Stats  # noqa: E402
-from dml.training import build_training, seed_epoch, training_step  # noqa: E402
+from dml.training.metric import build_training  # noqa: E402
 from loader_throughput import write_images  # noqa: E402
 
 
@@ -43,7 +43,7 @@ def synchronize(device: torch.device) -> None:
 
 
 def step(setup, params, images, index) -> None:
-    loss, _ = training_step(setup, params, images, index)
+    loss = setup.batch_loss(images, index)
     setup.optimizer.zero_grad(set_to_none=True)
     setup.scaler.scale(loss).backward()
     setup.scaler.step(setup.optimizer)
@@ -60,7 +60,7 @@ def measure(split: FileSplit, amp: str, args: argparse.Namespace) -> dict[str, f
     })
     setup = build_training(params, split, Stats([123.7, 116.3, 103.5], [58.4, 57.1, 57.4], 3, "generated"))
     device = setup.device
-    seed_epoch(setup, 0, 0)
+    setup.seed_epoch(0)
     batches = iter(setup.loader)
     waited = stepped = 0.0
     first_batch = None

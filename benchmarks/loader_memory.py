@@ -51,7 +51,8 @@ def child(args: argparse.Namespace) -> None:
     """In a fresh process: ``steps`` training steps on the first ``size`` files, then embed them all."""
     from dml.config import parse_params
     from dml.data.stats import Stats
-    from dml.training import build_training, embed_pass, seed_epoch, training_step
+    from dml.training.metric import build_training
+    from dml.training.monitoring import embed_pass
 
     split = split_of(Path(args.root), args.size)
     params = parse_params({
@@ -61,10 +62,10 @@ def child(args: argparse.Namespace) -> None:
         "loader": {"num_workers": args.workers}, "embed": {"batch_size": 512},
     })
     setup = build_training(params, split, Stats([128.0] * 3, [64.0] * 3, 3, "files"))
-    seed_epoch(setup, 0, 0)
+    setup.seed_epoch(0)
     started = time.perf_counter()
     for step, (images, index) in enumerate(setup.loader):
-        loss, _ = training_step(setup, params, images, index)
+        loss = setup.batch_loss(images, index)
         setup.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         setup.optimizer.step()

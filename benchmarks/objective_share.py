@@ -29,7 +29,7 @@ from dml.config import parse_params  # noqa: E402
 from dml.data.loading import ArraySplit  # noqa: E402
 from dml.data.stats import Stats  # noqa: E402
 from dml.losses.config import LossSection  # noqa: E402
-from dml.training import build_training, seed_epoch, train  # noqa: E402
+from dml.training.metric import build_training, train  # noqa: E402
 
 
 def synthetic_data(classes: int = 281, per_class: int = 40, size: int = 32) -> tuple[ArraySplit, Stats]:
@@ -60,7 +60,7 @@ def epoch_seconds(loss: str, split: ArraySplit, stats: Stats) -> float:
 def measure(loss: str, split: ArraySplit, stats: Stats, repeats: int) -> tuple[float, float, str]:
     params = parse_params({"loss": {"name": loss}, "miner": {"name": "auto"}, "train": {"epochs": 1}})
     setup = build_training(params, split, stats)
-    seed_epoch(setup, 0, 0)
+    setup.seed_epoch(0)
     batches = iter(setup.loader)
     model, criterion, miner, optimizer = setup.model.train(), setup.criterion, setup.miner, setup.optimizer
     step_times, objective_times = [], []

@@ -69,7 +69,8 @@ def run_one(params: Params) -> dict:
     from dml.evaluation import evaluate_embeddings
     from dml.metrics.embedding_space import embedding_density, spectral_decay
     from dml.paths import PREPROCESSED
-    from dml.training import embed_pass, train
+    from dml.training.monitoring import embed_pass
+    from dml.training.metric import train
 
     stats = load_stats(ROOT / PREPROCESSED)
     train_split = load_split(ROOT / PREPROCESSED, "train")
@@ -105,7 +106,8 @@ def untrained_recall_at_1(params: Params) -> float:
     from dml.data.stats import load_stats
     from dml.evaluation import evaluate_embeddings
     from dml.paths import PREPROCESSED
-    from dml.training import build_training, embed_pass
+    from dml.training.metric import build_training
+    from dml.training.monitoring import embed_pass
 
     stats = load_stats(ROOT / PREPROCESSED)
     setup = build_training(params, load_split(ROOT / PREPROCESSED, "train"), stats)

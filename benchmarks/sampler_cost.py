@@ -38,9 +38,10 @@ from dml.data.loading import ArraySplit, load_split  # noqa: E402
 from dml.data.stats import Stats, load_stats  # noqa: E402
 from dml.paths import PREPROCESSED  # noqa: E402
 from dml.samplers.config import SamplerSection  # noqa: E402
-from dml.samplers.registry import EMBEDDED_SAMPLERS, build_sampler  # noqa: E402
+from dml.samplers.registry import EMBEDDED_SAMPLERS  # noqa: E402
 from dml.samplers.storage import EmbeddingStorage  # noqa: E402
-from dml.training import build_training, embed_pass, train  # noqa: E402
+from dml.training.metric import build_training, train  # noqa: E402
+from dml.training.monitoring import embed_pass  # noqa: E402
 
 SOP_IMAGES, SOP_CLASSES, SOP_DIM, SOP_BATCH = 59_551, 11_318, 128, 112
 
@@ -52,7 +53,7 @@ def selection_cost(name: str, batches: int, device: torch.device) -> float:
     storage = EmbeddingStorage(SOP_IMAGES, SOP_DIM, device)
     random = torch.randn(SOP_IMAGES, SOP_DIM, generator=torch.Generator().manual_seed(0))
     storage.embeddings = torch.nn.functional.normalize(random, dim=1).to(device)
-    sampler = build_sampler(SamplerSection(name=name), labels, SOP_BATCH, storage)
+    sampler = EMBEDDED_SAMPLERS[name](labels, SOP_BATCH, storage, SamplerSection(name=name).knobs)
     chosen = sampler.epoch(rng)
     for _ in range(2):
         next(chosen)

@@ -29,7 +29,7 @@ from dml.config import Params, load_params  # noqa: E402
 from dml.data.loading import ArraySplit, load_split  # noqa: E402
 from dml.data.stats import Stats, load_stats  # noqa: E402
 from dml.paths import PREPROCESSED  # noqa: E402
-from dml.training import build_training, seed_epoch, train  # noqa: E402
+from dml.training.metric import build_training, train  # noqa: E402
 
 
 def load_data(params: Params) -> tuple[ArraySplit, Stats]:
@@ -51,7 +51,7 @@ def bare_loop(params: Params, split: ArraySplit, stats: Stats) -> float:
     model.train()
     started = time.perf_counter()
     for epoch in range(cfg.epochs):
-        seed_epoch(setup, cfg.seed, epoch)
+        setup.seed_epoch(epoch)
         for images, index in setup.loader:
             embeddings = model(images)
             loss = criterion(embeddings, labels[index], miner(embeddings, labels[index]))

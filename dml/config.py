@@ -68,6 +68,17 @@ class TrainConfig(Section):
     spectrum_sample: int = Field(512, ge=16, description="training images (a fixed seeded sample) the spectrum is computed on")
 
 
+class MonitorConfig(Section):
+    """What training watches (train.track_test_recall): it shapes the train stage's curve, never
+    the weights, so the saved model does not record it (:meth:`Params.weights_config`)."""
+
+    queries: int = Field(
+        1000, ge=0, description="test Recall@1 of a fixed seeded sample of this many test queries against every test image "
+        "(an unbiased estimate of the full number; the evaluate stage computes it exactly); 0 = every test image"
+    )
+    every: int = Field(1, ge=1, description="monitor every N epochs (and after the last)")
+
+
 class PretrainConfig(Section):
     """Stage pretrain: the backbone first learns to classify the disjoint ``source`` classes
     (``data.glyphs.source_fraction``, or a manifest's split ``source``); train then starts from those
@@ -204,7 +215,8 @@ class TrackingConfig(Section):
     log_model: bool = True
 
 
-TRAINING_SECTIONS = ("model", "loss", "miner", "sampler", "optim", "train", "transforms")
+TRAINING_SECTIONS = ("model", "loss", "miner", "sampler", "optim", "train", "transforms", "monitor")
+WATCHING_SECTIONS = ("monitor",)  # read by train for its curve only: no weight depends on them
 METHOD_SECTIONS = ("loss", "miner", "sampler")  # a name plus one knob model per method
 TUPLE_WORDS = {"triplets": "triplets", "npair": "N-pair sets", "lifted": "lifted-structure sets"}
 
@@ -228,6 +240,7 @@ class Params(Section):
     sampler: SamplerSection = SamplerSection()
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
+    monitor: MonitorConfig = MonitorConfig()
     pretrain: PretrainConfig = PretrainConfig()
     transforms: TransformsConfig = TransformsConfig()
     loader: LoaderConfig = LoaderConfig()
@@ -324,6 +337,10 @@ class Params(Section):
             else:
                 out[name] = section.model_dump(mode="json")
         return out
+
+    def weights_config(self) -> dict[str, dict[str, Any]]:
+        """The training config without what only watches training: what the saved model records."""
+        return {name: section for name, section in self.training_config().items() if name not in WATCHING_SECTIONS}
 
     def flat(self) -> dict[str, Any]:
         """``{"loss.name": "margin", "loss.margin.alpha": 0.2, "eval.recall_at": "1,2,4,8", ...}``

@@ -12,7 +12,7 @@ from dml.data.stats import load_stats
 from dml.errors import DatasetError
 from dml.io import write_json
 from dml.paths import PREPROCESSED, PRETRAIN_CHECKPOINT, PRETRAIN_METRICS, PRETRAINED, TIMINGS
-from dml.pretraining import pretrain, save_pretrained
+from dml.training.pretrain import pretrain, save_pretrained
 from stages._common import run_stage
 
 

@@ -28,9 +28,9 @@ from dml.paths import (
     TRAIN_CURVE,
     TRAIN_METRICS,
 )
-from dml.pretraining import load_pretrained
+from dml.training.pretrain import load_pretrained
 from dml.tracking import TrainingRun, new_attempt, remember_model_run
-from dml.training import EpochRecord, train
+from dml.training.metric import EpochRecord, train
 from stages._common import run_stage
 
 

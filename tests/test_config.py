@@ -25,7 +25,7 @@ from dml.miners.registry import MINERS
 from dml.models import MODELS
 from dml.samplers.config import SamplerSection
 from dml.samplers.registry import SAMPLERS
-from dml.training import OPTIMIZERS
+from dml.training.metric import OPTIMIZERS
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from dml.config import parse_params
-from dml.pretraining import PretrainedBackbone, load_pretrained, pretrain, save_pretrained
-from dml.training import build_training, training_fingerprint
+from dml.training.pretrain import PretrainedBackbone, load_pretrained, pretrain, save_pretrained
+from dml.training.metric import build_training, training_fingerprint
 from tests.test_training import STATS, synthetic_split, tiny_params
 
 

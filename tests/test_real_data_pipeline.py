@@ -34,7 +34,8 @@ from dml.config import load_params
 from dml.data.loading import load_split
 from dml.data.stats import load_stats
 from dml.evaluation import evaluate_embeddings
-from dml.training import build_training, embed_pass
+from dml.training.metric import build_training
+from dml.training.monitoring import embed_pass
 params = load_params({str(repo / 'params.yaml')!r})
 root = {str(repo / 'data/preprocessed')!r}
 setup = build_training(params, load_split(root, "train"), load_stats(root))

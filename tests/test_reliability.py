@@ -150,16 +150,16 @@ def test_malformed_params_give_one_line_and_change_no_output(built, monkeypatch)
 # ----------------------------------------------------------------------------- SIGKILL
 
 KILL_DURING_FIRST_EPOCH = """
-import os, signal, dml.training as t
+import os, signal, dml.training.metric as t
 calls = 0
-original = t.training_step
+original = t.MetricLearning.batch_loss
 def step(*args, **kwargs):
     global calls
     calls += 1
     if calls == 2:
         os.kill(os.getpid(), signal.SIGKILL)
     return original(*args, **kwargs)
-t.training_step = step
+t.MetricLearning.batch_loss = step
 """
 KILL_AFTER_CHECKPOINT = """
 import os, signal, dml.tracking as tr
@@ -263,7 +263,7 @@ def test_checkpoint_and_model_files_cannot_run_code(tmp_path, monkeypatch):
     with one line naming the file, and nothing runs."""
     from dml.errors import DatasetError
     from dml.models.checkpoint import load_model
-    from dml.training import read_checkpoint
+    from dml.training.loop import read_checkpoint
 
     monkeypatch.chdir(tmp_path)
     bad = tmp_path / "train.pt"

@@ -40,7 +40,7 @@ from dml.samplers.embedded import (
     squared_distances,
     wasserstein_on_bins,
 )
-from dml.samplers.registry import EMBEDDED_SAMPLERS, SAMPLERS, build_sampler, build_storage
+from dml.samplers.registry import EMBEDDED_SAMPLERS, SAMPLERS, build_sampler
 from dml.samplers.storage import EmbeddingStorage
 
 # 10 classes of sizes 1, 2, 3, ..., 10 (55 samples), shuffled positions.
@@ -155,22 +155,20 @@ def test_build_sampler_passes_config_values():
     """Reference: the SamplerSection fields: name selects the class, its knobs reach it; only the
     embedded samplers get (and require) a storage."""
     assert set(SAMPLERS) == {"random", "class_balanced", "class_random", "full_random", "greedy_coreset", "d2_coreset", "ddm", "frd"}
-    s = build_sampler(SamplerSection(name="class_balanced", class_balanced={"samples_per_class": 4}), LABELS, 16)
+    cpu = torch.device("cpu")
+    s, _ = build_sampler(SamplerSection(name="class_balanced", class_balanced={"samples_per_class": 4}), LABELS, 16, 8, cpu)
     assert isinstance(s, ClassBalancedSampler) and s.samples_per_class == 4 and s.batch_size == 16
-    r = build_sampler(SamplerSection(name="random"), LABELS, 16)
+    r, _ = build_sampler(SamplerSection(name="random"), LABELS, 16, 8, cpu)
     assert type(r) is RandomSampler and len(r) == 55 // 16
-    c = build_sampler(SamplerSection(name="class_random", class_random={"samples_per_class": 4}), LABELS, 16)
+    c, _ = build_sampler(SamplerSection(name="class_random", class_random={"samples_per_class": 4}), LABELS, 16, 8, cpu)
     assert type(c) is ClassRandomSampler and c.samples_per_class == 4
-    assert type(build_sampler(SamplerSection(name="full_random"), LABELS, 16)) is FullRandomSampler
+    assert type(build_sampler(SamplerSection(name="full_random"), LABELS, 16, 8, cpu)[0]) is FullRandomSampler
     for name in ("random", "class_balanced", "class_random", "full_random"):
-        assert build_storage(SamplerSection(name=name), len(LABELS), 8, torch.device("cpu"), 16) is None
+        assert build_sampler(SamplerSection(name=name), LABELS, 16, 8, cpu)[1] is None
     cfg = SamplerSection(name="ddm", ddm={"candidates": 3, "bins": 7, "refresh_every": 2, "update_storage": False})
-    storage = build_storage(cfg, len(LABELS), 8, torch.device("cpu"), 16)
+    d, storage = build_sampler(cfg, LABELS, 16, 8, cpu)
     assert storage.embeddings.shape == (55, 8) and storage.refresh_every == 2 and not storage.update and storage.batch_size == 16
-    d = build_sampler(cfg, LABELS, 16, storage)
     assert type(d) is DDMSampler and d.knobs.candidates == 3 and d.knobs.bins == 7 and d.storage is storage
-    with pytest.raises(ValueError, match="needs an EmbeddingStorage"):
-        build_sampler(cfg, LABELS, 16)
     assert {name for name, field in SamplerSection.model_fields.items()
             if isinstance(field.annotation, type) and issubclass(field.annotation, EmbeddedSamplerKnobs)} == set(EMBEDDED_SAMPLERS)
 

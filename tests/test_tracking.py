@@ -245,7 +245,7 @@ def test_loopback_server_killed_and_restarted_during_training(store, monkeypatch
 
     from dml.data.loading import ArraySplit
     from dml.data.stats import Stats
-    from dml.training import train
+    from dml.training.metric import train
 
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(8), 8)

@@ -10,7 +10,7 @@ import torch
 from dml.config import parse_params
 from dml.data.loading import ArraySplit
 from dml.data.stats import Stats
-from dml.training import build_training, train
+from dml.training.metric import build_training, train
 
 STATS = Stats(mean=[127.5], std=[60.0], channels=1, sha256="synthetic")
 
@@ -206,7 +206,7 @@ def test_spectrum_over_training_on_a_fixed_sample():
     the embedding space, epoch 1 none; the sample is the same for every run of the same seed."""
     from dml.inference import embed_source
     from dml.metrics.embedding_space import embedding_density, spectral_decay
-    from dml.training import spectrum_sample
+    from dml.training.monitoring import spectrum_sample
 
     split = synthetic_split()
     params = tiny_params(epochs=3, spectrum_every=2, spectrum_sample=40)
@@ -227,7 +227,7 @@ def test_non_finite_loss_stops_training_at_that_step(tmp_path, monkeypatch):
     """Reference: the divergence contract: a loss that becomes NaN at the 2nd batch of epoch 2
     stops training there with one line naming epoch and batch, before the optimiser step; the
     checkpoint of epoch 1 is left as it was."""
-    import dml.training as training
+    import dml.training.metric as training
     from dml.errors import TrainingError
 
     original = training.build_loss
@@ -276,7 +276,7 @@ def test_model_is_the_best_validation_epoch_and_survives_a_resume(tmp_path):
     epoch of the highest val R@1 (the earliest on ties), re-embedding the validation split with
     it gives that R@1 again, and a run resumed after epoch 1 selects the same epoch and weights.
     Without a validation split the model is the last epoch; asking for val without one is an error."""
-    from dml.training import quick_recall_at_1
+    from dml.training.monitoring import quick_recall_at_1
 
     split, val = synthetic_split(), synthetic_split(classes=6, per_class=6, seed=1)
     params = tiny_params(epochs=4)

@@ -23,7 +23,7 @@ def save_model(path: Path, model: EmbeddingModel, params: Params, stats: Stats) 
             {
                 "state_dict": model.state_dict(),
                 "model": params.model.model_dump(mode="json"),
-                "training_config": params.training_config(),
+                "training_config": params.weights_config(),
                 "stats": asdict(stats),
                 "weights_sha256": model.weights_sha256,
             },

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,10 +27,11 @@ from dml.config import Params
 from dml.data.loading import EpochBatches, ImageSource, in_memory, train_loader
 from dml.data.stats import Stats
 from dml.device import autocast, grad_scaler, place_images, place_model, resolve_device
-from dml.errors import DatasetError, TrainingError
+from dml.errors import DatasetError
 from dml.io import atomic_file, file_sha256, safe_load
 from dml.models import EmbeddingModel, build_model
 from dml.samplers.basic import RandomSampler
+from dml.training.loop import Fit, epoch_seed, fit
 
 
 @dataclass(frozen=True)
@@ -52,10 +51,6 @@ class PretrainEpoch:
     seconds: float
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
-    return int(np.random.default_rng([seed, epoch, 5]).integers(2**62))
-
-
 def pretrain_fingerprint(params: Params, stats: Stats) -> str:
     """Identifies a pretraining: its section, the backbone, the transforms, the device settings and
     the data (``stats.sha256`` covers the source split). A checkpoint resumes only the same."""
@@ -63,6 +58,75 @@ def pretrain_fingerprint(params: Params, stats: Stats) -> str:
                "transforms": params.transforms.model_dump(mode="json"), "device": [params.train.device, params.train.amp, params.train.num_threads],
                "data": asdict(stats)}
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+class SourceClassification(Fit[PretrainEpoch]):
+    """The backbone plus a linear classifier of the source classes, trained with cross-entropy on
+    uniformly shuffled batches."""
+
+    record_type = PretrainEpoch
+    records_key = "record"
+
+    def __init__(self, params: Params, source: ImageSource, stats: Stats) -> None:
+        cfg = self.cfg = params.pretrain
+        self.amp = params.train.amp
+        torch.manual_seed(cfg.seed)
+        if params.train.num_threads:
+            torch.set_num_threads(params.train.num_threads)
+        self.device = device = resolve_device(params.train.device)
+        classes, labels = np.unique(source.labels, return_inverse=True)
+        self.model = build_model(params.model, stats.channels, stats.mean, stats.std)
+        self.classifier = nn.Linear(self.model.head.in_features, len(classes))
+        place_model(self.model, device)
+        self.classifier.to(device)
+        self.optimizer = torch.optim.Adam([*self.model.features.parameters(), *self.classifier.parameters()],
+                                          lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.scaler = grad_scaler(device, params.train.amp)
+        self.epoch_batches = EpochBatches(RandomSampler(labels, cfg.batch_size))
+        source = in_memory(source, params.loader.in_memory_mib)
+        self.loader = train_loader(source, params.transforms, self.epoch_batches, device,
+                                   params.loader.num_workers, params.loader.prefetch_factor)
+        self.targets = torch.from_numpy(labels.astype(np.int64)).to(device)
+        self.total_loss = self.correct = self.seen = 0.0
+        self.last_batch: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def seed_epoch(self, epoch: int) -> None:
+        self.epoch_batches.start(np.random.default_rng([self.cfg.seed, epoch, 4]), epoch_seed(self.cfg.seed, epoch, 5))
+
+    def batches(self, epoch: int) -> torch.utils.data.DataLoader:
+        return self.loader
+
+    def batch_loss(self, images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        targets = self.targets[index.to(self.device)]
+        with autocast(self.device, self.amp):
+            logits = self.classifier(self.model.backbone_features(place_images(images, self.device)))
+        self.last_batch = (logits, targets)
+        return F.cross_entropy(logits.float(), targets)
+
+    def step_done(self, loss: float) -> None:
+        logits, targets = self.last_batch
+        self.total_loss += loss * len(targets)
+        self.correct += float((logits.argmax(1) == targets).sum())
+        self.seen += len(targets)
+
+    def end_epoch(self, epoch: int, seconds: float) -> PretrainEpoch:
+        record = PretrainEpoch(epoch + 1, self.total_loss / self.seen, self.correct / self.seen, seconds)
+        self.total_loss = self.correct = self.seen = 0.0
+        return record
+
+    def diverged(self, loss: float, epoch: int, step: int) -> str:
+        return f"pretraining diverged: loss {loss} at epoch {epoch + 1} (pretrain.lr={self.cfg.lr}); lower it"
+
+    def describe(self, record: PretrainEpoch) -> str:
+        return (f"pretrain epoch {record.epoch}/{self.cfg.epochs}: loss {record.loss:.4f}, "
+                f"accuracy {record.accuracy:.3f} ({record.seconds:.1f} s)")
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "classifier": self.classifier.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.classifier.load_state_dict(state["classifier"])
 
 
 def pretrain(params: Params, source: ImageSource, stats: Stats, progress: bool = True, checkpoint: Path | None = None,
@@ -75,64 +139,10 @@ def pretrain(params: Params, source: ImageSource, stats: Stats, progress: bool =
         raise ValueError("pretrain.epochs is 0: nothing to pretrain")
     if len(source) < cfg.batch_size:
         raise DatasetError(f"pretrain.batch_size: {cfg.batch_size} exceeds the {len(source)} source images")
-    torch.manual_seed(cfg.seed)
-    if params.train.num_threads:
-        torch.set_num_threads(params.train.num_threads)
-    device = resolve_device(params.train.device)
-    classes, labels = np.unique(source.labels, return_inverse=True)
-    model = build_model(params.model, stats.channels, stats.mean, stats.std)
-    classifier = nn.Linear(model.head.in_features, len(classes))
-    place_model(model, device)
-    classifier.to(device)
-    optimizer = torch.optim.Adam([*model.features.parameters(), *classifier.parameters()], lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scaler = grad_scaler(device, params.train.amp)
-    batches = EpochBatches(RandomSampler(labels, cfg.batch_size))
-    source = in_memory(source, params.loader.in_memory_mib)
-    loader = train_loader(source, params.transforms, batches, device, params.loader.num_workers, params.loader.prefetch_factor)
-    targets_all = torch.from_numpy(labels.astype(np.int64)).to(device)
-    record: list[PretrainEpoch] = []
-    fingerprint = pretrain_fingerprint(params, stats)
-    state = safe_load(checkpoint, "pretraining checkpoint") if checkpoint is not None and Path(checkpoint).is_file() else None
-    if state is not None and state.get("fingerprint") == fingerprint:
-        model.load_state_dict(state["model"])
-        classifier.load_state_dict(state["classifier"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        record = [PretrainEpoch(**r) for r in state["record"]]
-        print(f"resuming pretraining from {checkpoint} after epoch {len(record)}/{cfg.epochs}")
-    model.train()
-    for epoch in range(len(record), cfg.epochs):
-        batches.start(np.random.default_rng([cfg.seed, epoch, 4]), _epoch_seed(cfg.seed, epoch))
-        started = time.perf_counter()
-        total_loss = correct = seen = 0.0
-        for images, index in loader:
-            targets = targets_all[index.to(device)]
-            with autocast(device, params.train.amp):
-                logits = classifier(model.backbone_features(place_images(images, device)))
-            loss = F.cross_entropy(logits.float(), targets)
-            value = loss.item()
-            if not math.isfinite(value):
-                raise TrainingError(f"pretraining diverged: loss {value} at epoch {epoch + 1} (pretrain.lr={cfg.lr}); lower it")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            total_loss += value * len(targets)
-            correct += float((logits.argmax(1) == targets).sum())
-            seen += len(targets)
-        record.append(PretrainEpoch(epoch + 1, total_loss / seen, correct / seen, time.perf_counter() - started))
-        if checkpoint is not None:
-            with atomic_file(checkpoint) as tmp:
-                torch.save({"fingerprint": fingerprint, "model": model.state_dict(), "classifier": classifier.state_dict(),
-                            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                            "record": [asdict(r) for r in record]}, tmp)
-        if progress:
-            last = record[-1]
-            print(f"pretrain epoch {last.epoch}/{cfg.epochs}: loss {last.loss:.4f}, accuracy {last.accuracy:.3f} ({last.seconds:.1f} s)", flush=True)
-        if on_epoch is not None:
-            on_epoch(record[-1])
-    model.eval()
-    return model.cpu(), record
+    run = SourceClassification(params, source, stats)
+    record = fit(run, cfg.epochs, fingerprint=pretrain_fingerprint(params, stats), checkpoint=checkpoint,
+                 on_epoch=on_epoch, progress=progress, name="pretrain epoch", what="pretraining checkpoint")
+    return run.model.cpu(), record
 
 
 def save_pretrained(path: Path, model: EmbeddingModel | None, info: dict) -> None:
