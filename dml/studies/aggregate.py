@@ -24,6 +24,7 @@ import pandas as pd
 
 from dml.io import atomic_file, write_json
 from dml.paths import EVAL_METRICS, SPECTRUM_METRICS, TRAIN_CURVE
+from dml.plotting import save_figure
 from dml.studies.experiments import Experiment
 from dml.studies.sweep import SEED_KEY, Plan
 
@@ -192,15 +193,6 @@ def _corr_text(stats: dict[str, Any]) -> str:
     return f"Spearman r = {stats['spearman']:.2f} (p = {stats['p_value']:.2g}, n = {stats['n']})"
 
 
-def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    with atomic_file(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-
-
 def _scatter(runs: pd.DataFrame, xs: list[str], sweep: str, path: Path, what: str) -> dict[str, dict[str, Any]]:
     """R@1 against each of ``xs`` (one panel each), coloured by variant; returns the Spearman
     statistics shown in the panel titles."""
@@ -218,7 +210,8 @@ def _scatter(runs: pd.DataFrame, xs: list[str], sweep: str, path: Path, what: st
         ax.grid(True, alpha=0.3)
     axes[0][-1].legend(fontsize=7, title="variant", title_fontsize=7)
     fig.suptitle(f"Sweep {sweep}: {what} (every run)", fontsize=10)
-    _save(fig, path)
+    fig.tight_layout()
+    save_figure(fig, path)
     return stats
 
 
@@ -242,7 +235,8 @@ def _bars(runs: pd.DataFrame, summary: pd.DataFrame, sweep: str, path: Path) -> 
     ax.set_ylabel("Recall@1 (test): mean ± sample std\n(dots: seeds; the axis starts above 0)", fontsize=8)
     ax.set_title(f"Sweep {sweep}: Recall@1 per variant", fontsize=10)
     ax.grid(True, axis="y", alpha=0.3)
-    _save(fig, path)
+    fig.tight_layout()
+    save_figure(fig, path)
 
 
 SHOWN = ("recall_at_1", "map_at_r", "nmi", "rho_test", TRAIN_RHO, "pi_ratio")
