@@ -186,7 +186,7 @@ def exact_worker(task: dict[str, Any]) -> dict[str, Any]:
     search = exact_searcher(gallery, "l2")
     search(queries[:WARMUP_QUERIES], 1)
     started = time.perf_counter()
-    ids = search(queries, 1)[:, 0]
+    ids = search(queries, 1)[1][:, 0]
     result["query_s"] = time.perf_counter() - started
     result |= memory("end")
     np.save(spec.path(cache, "exact_top1"), ids)
@@ -219,7 +219,7 @@ def index_worker(task: dict[str, Any]) -> dict[str, Any]:
         if param:
             configure_search(index, IndexConfig(**{**cfg.model_dump(), param: value}))
         started = time.perf_counter()
-        ids = search(queries, 1)[:, 0]
+        ids = search(queries, 1)[1][:, 0]
         seconds = time.perf_counter() - started
         result["sweep"].append({"param": param, "value": value, "query_s": seconds, "agreement": float(np.mean(ids == exact))})
         log(f"[{task['name']}] {param}={value}: {seconds:.2f} s, agreement {result['sweep'][-1]['agreement']:.4f}")

@@ -20,7 +20,7 @@ import faiss
 import numpy as np
 
 from dml.config import ConfigError, EvalConfig
-from dml.indexing import drop_self, exact_searcher, index_searcher, is_exact, metric_name, search_neighbours
+from dml.indexing import Searcher, drop_self, exact_searcher, index_searcher, is_exact, metric_name, search_neighbours
 from dml.metrics.clustering import cluster_and_score
 from dml.metrics.retrieval import RetrievalScores, neighbours_needed, relevant_counts
 
@@ -113,7 +113,7 @@ def evaluate_embeddings(
 
 def top1_agreement(
     index: faiss.Index,
-    exact: Callable[[np.ndarray, int], np.ndarray],
+    exact: Searcher,
     queries: np.ndarray,
     index_top1: np.ndarray | None,
     cfg: EvalConfig,
@@ -128,8 +128,8 @@ def top1_agreement(
     sample = np.sort(np.random.default_rng(0).choice(n, size=min(cfg.agreement_sample, n), replace=False))
     width = 2 if same_set else 1
 
-    def first(search: Callable[[np.ndarray, int], np.ndarray]) -> np.ndarray:
-        found = search(np.ascontiguousarray(queries[sample], dtype=np.float32), width)
+    def first(search: Searcher) -> np.ndarray:
+        found = search(np.ascontiguousarray(queries[sample], dtype=np.float32), width)[1]
         if same_set:  # drop the query itself by index, as the main search does
             found = drop_self(found, sample)
         return found[:, 0]

@@ -12,45 +12,23 @@ distance printed under it. The rows are
 
 Queries and gallery may be one set (each test image queries all the others; the query itself is
 excluded by position, as in the evaluation) or separate sets (In-Shop style query/gallery
-splits): pass ``gallery=None`` or a second table. The drawing (:func:`draw_gallery`) takes
-plain rows of image paths and captions, so the query command draws its results with it too.
+splits): pass ``gallery=None`` or a second table. The rows are drawn by
+:func:`dml.plotting.draw_gallery`, which the query command draws its results with too.
 """
 
 from __future__ import annotations
 
-import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-import faiss
 import numpy as np
-import pyarrow as pa
-from PIL import Image
 
-from dml.data.images import open_converted
-from dml.data.manifest import image_root
+from dml.catalogue import Catalogue
 from dml.embeddings import EmbeddingTable
-from dml.errors import DatasetError
-from dml.indexing import FAISS_METRICS, self_excluded
+from dml.indexing import Searcher, self_excluded
+from dml.plotting import OTHER_CLASS, QUERY, SAME_CLASS, UNKNOWN_CLASS, GalleryRow, Tile
 
-# (queries (b x d), k) -> (FAISS scores (b x k), gallery positions (b x k)), as faiss.Index.search
-DistanceSearcher = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
-
-SAME_CLASS = "#2ca02c"
-OTHER_CLASS = "#d62728"
-UNKNOWN_CLASS = "#9a9a9a"  # the query's class is unknown (an image from outside the dataset)
-QUERY = "#1f4e9a"
 NO_POSITIVE = 0  # first-correct rank of a query whose class has no other gallery image
-
-
-def index_distance_searcher(index: faiss.Index) -> DistanceSearcher:
-    return lambda queries, k: index.search(queries, k)
-
-
-def exact_distance_searcher(gallery: np.ndarray, metric: str) -> DistanceSearcher:
-    gallery = np.ascontiguousarray(gallery, dtype=np.float32)
-    return lambda queries, k: faiss.knn(queries, gallery, k, metric=FAISS_METRICS[metric])
 
 
 def display_distance(scores: np.ndarray, metric: str) -> np.ndarray:
@@ -74,7 +52,7 @@ class Neighbours:
     distances: np.ndarray  # (queries, k) as :func:`display_distance` gives them
 
 
-def nearest(search: DistanceSearcher, queries: np.ndarray, k: int, metric: str, own_positions: np.ndarray | None = None) -> Neighbours:
+def nearest(search: Searcher, queries: np.ndarray, k: int, metric: str, own_positions: np.ndarray | None = None) -> Neighbours:
     """The ``k`` nearest gallery items of each query. ``own_positions``: the queries are gallery
     items themselves, removed by position exactly as the evaluation removes them (search k + 1,
     drop the query, or the last hit when the query is not among them)."""
@@ -218,70 +196,6 @@ def select_gallery(
     )
 
 
-@dataclass(frozen=True)
-class Catalogue:
-    """Image file, label and class name of each dataset id: what a thumbnail needs."""
-
-    root: Path
-    paths: list[str]
-    labels: list[int]
-    class_names: list[str]
-    row_of_id: dict[int, int]
-    id_of_path: dict[str, int]
-
-    @classmethod
-    def from_manifest(cls, manifest: pa.Table, root: Path) -> Catalogue:
-        ids = [int(i) for i in manifest.column("id").to_pylist()]
-        paths = manifest.column("path").to_pylist()
-        return cls(
-            root=image_root(manifest, Path(root)),
-            paths=paths,
-            labels=manifest.column("label").to_pylist(),
-            class_names=manifest.column("class_name").to_pylist(),
-            row_of_id={item_id: row for row, item_id in enumerate(ids)},
-            id_of_path={Path(path).as_posix(): item_id for path, item_id in zip(paths, ids)},
-        )
-
-    def row(self, item_id: int) -> int:
-        try:
-            return self.row_of_id[int(item_id)]
-        except KeyError:
-            raise DatasetError(f"id {item_id} is in the embeddings but not in the manifest (rerun the pipeline)") from None
-
-    def path(self, item_id: int) -> Path:
-        return self.root / self.paths[self.row(item_id)]
-
-    def label(self, item_id: int) -> int:
-        return self.labels[self.row(item_id)]
-
-    def class_name(self, item_id: int) -> str:
-        return self.class_names[self.row(item_id)]
-
-    def id_of_file(self, path: Path) -> int | None:
-        """The id of the dataset image stored at ``path``, None for a file from elsewhere."""
-        try:
-            relative = Path(path).resolve().relative_to(self.root.resolve())
-        except ValueError:
-            return None
-        return self.id_of_path.get(relative.as_posix())
-
-
-@dataclass(frozen=True)
-class Tile:
-    """One framed thumbnail of the figure with the lines printed under it."""
-
-    image: Path
-    caption: tuple[str, ...]
-    border: str
-
-
-@dataclass(frozen=True)
-class GalleryRow:
-    query: Tile
-    hits: list[Tile]
-    extra: Tile | None = None  # drawn after a gap: the first correct neighbour beyond the top-k
-
-
 def hit_tiles(
     catalogue: Catalogue, gallery_ids: np.ndarray, positions: np.ndarray, distances: np.ndarray, query_label: int | None
 ) -> list[Tile]:
@@ -315,97 +229,6 @@ def selection_rows(selection: Selection, catalogue: Catalogue, query_ids: np.nda
             extra = Tile(catalogue.path(first_id), caption, SAME_CLASS)
         rows.append(GalleryRow(query, hits, extra))
     return rows
-
-
-def load_thumbnail(path: Path, size: int, background: int = 255) -> np.ndarray:
-    """An RGB uint8 (size, size, 3) thumbnail of any image file, aspect kept, centred on
-    ``background``. Small images are enlarged with nearest-neighbour (crisp pixels), large ones
-    shrunk with Lanczos."""
-    image = open_converted(path, "RGB")
-    scale = size / max(image.size)
-    new_size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    resample = Image.Resampling.NEAREST if scale >= 1 else Image.Resampling.LANCZOS
-    image = image.resize(new_size, resample)
-    canvas = Image.new("RGB", (size, size), (background,) * 3)
-    canvas.paste(image, ((size - new_size[0]) // 2, (size - new_size[1]) // 2))
-    return np.asarray(canvas)
-
-
-def _rgb(colour: str) -> np.ndarray:
-    return np.array([int(colour[i : i + 2], 16) for i in (1, 3, 5)], dtype=np.uint8)
-
-
-def draw_gallery(rows: Sequence[GalleryRow], path: Path, title: Sequence[str], thumb_px: int = 64, dpi: int = 100) -> None:
-    """Write the grid as a PNG at ``path`` (the caller makes the write atomic): one pixel of the
-    composed canvas is one pixel of the file, so thumbnails stay sharp; text is drawn by
-    matplotlib on top (``parse_math=False``: class names may hold ``$``)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if not rows:
-        raise ValueError("a gallery needs at least one row")
-    font_pt = 8.0 if thumb_px < 96 else 9.5
-    line_px = int(round(font_pt * dpi / 72 * 1.25))
-    border, gap, query_gap, margin = 3, 6, 18, 10
-    tile_w = thumb_px + 2 * border
-    cell_w, cell_h = tile_w + gap, tile_w + 3 * line_px + gap
-    query_w = max(cell_w, int(18 * _char_px(font_pt, dpi)))  # room for "sample #123456", "1st correct @ 1234"
-    hits_max = max(len(row.hits) for row in rows)
-    has_extra = any(row.extra is not None for row in rows)
-    hits_x = margin + query_w + query_gap
-    width = hits_x + cell_w * hits_max + (query_gap + cell_w if has_extra else 0) + margin
-    title_pt = [font_pt + (1.5 if line == 0 else 0) for line in range(len(title))]
-    wrapped = [(piece, pt, line == 0) for line, (text, pt) in enumerate(zip(title, title_pt))
-               for piece in textwrap.wrap(text, max(20, int((width - 2 * margin) / _char_px(pt, dpi))))]
-    title_h = len(wrapped) * int(line_px * 1.3) + margin
-    height = title_h + margin + cell_h * len(rows)
-    canvas = np.full((height, width, 3), 255, dtype=np.uint8)
-    captions: list[tuple[float, float, str]] = []
-
-    def place(tile: Tile, x: int, y: int, text_w: int) -> None:
-        canvas[y : y + tile_w, x : x + tile_w] = _rgb(tile.border)
-        canvas[y + border : y + border + thumb_px, x + border : x + border + thumb_px] = load_thumbnail(tile.image, thumb_px)
-        for line, text in enumerate(tile.caption):
-            captions.append((x + tile_w / 2, y + tile_w + 2 + line * line_px, _fit(text, text_w, font_pt, dpi)))
-
-    for r, row in enumerate(rows):
-        y = title_h + r * cell_h
-        place(row.query, margin + (query_w - tile_w) // 2, y, query_w)
-        for c, tile in enumerate(row.hits):
-            place(tile, hits_x + c * cell_w, y, cell_w)
-        if row.extra is not None:
-            place(row.extra, hits_x + hits_max * cell_w + query_gap, y, cell_w + query_gap)
-    # Rules: between the query column and the hits, and between rows.
-    rule_x = hits_x - query_gap // 2 - 1
-    canvas[title_h : height - margin, rule_x : rule_x + 1] = 200
-    for r in range(1, len(rows)):
-        rule_y = title_h + r * cell_h - gap // 2 - 1
-        canvas[rule_y : rule_y + 1, margin : width - margin] = 230
-
-    fig = plt.figure(figsize=(width / dpi, height / dpi), dpi=dpi)
-    ax = fig.add_axes((0, 0, 1, 1))
-    ax.imshow(canvas, interpolation="nearest")
-    ax.set_axis_off()
-    for line, (text, pt, bold) in enumerate(wrapped):
-        ax.text(margin, margin + line * line_px * 1.3, text, ha="left", va="top", fontsize=pt,
-                fontweight="bold" if bold else "normal", parse_math=False)
-    for x, y, text in captions:
-        ax.text(x, y, text, ha="center", va="top", fontsize=font_pt, parse_math=False)
-    fig.savefig(path, dpi=dpi, format="png", metadata={"Software": None})
-    plt.close(fig)
-
-
-def _char_px(font_pt: float, dpi: int) -> float:
-    """Average character width of DejaVu Sans, about 0.6 em."""
-    return 0.6 * font_pt * dpi / 72
-
-
-def _fit(text: str, width_px: float, font_pt: float, dpi: int) -> str:
-    """``text`` cut with an ellipsis to about ``width_px``."""
-    max_chars = max(3, int(width_px / _char_px(font_pt, dpi)))
-    return text if len(text) <= max_chars else text[: max_chars - 1] + "…"
 
 
 def run_description(training: dict, index_meta: dict) -> str:

@@ -24,8 +24,9 @@ from dml.errors import DatasetError
 
 FAISS_METRICS = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
 
-# (queries (b x d), k) -> gallery ids (b x k), -1 where fewer than k were found
-Searcher = Callable[[np.ndarray, int], np.ndarray]
+# (queries (b x d), k) -> (scores (b x k), gallery ids (b x k)), as faiss.Index.search: squared L2
+# distances or inner products, nearest first; id -1 where fewer than k were found
+Searcher = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 
 
 def factory_string(cfg: IndexConfig) -> str:
@@ -143,11 +144,11 @@ def exact_searcher(gallery: np.ndarray, metric: str) -> Searcher:
     """Brute-force search with ``faiss.knn``: the same BLAS kernels as ``IndexFlat``, without
     copying the gallery into an index."""
     gallery = np.ascontiguousarray(gallery, dtype=np.float32)
-    return lambda queries, k: faiss.knn(queries, gallery, k, metric=FAISS_METRICS[metric])[1]
+    return lambda queries, k: faiss.knn(queries, gallery, k, metric=FAISS_METRICS[metric])
 
 
 def index_searcher(index: faiss.Index) -> Searcher:
-    return lambda queries, k: index.search(queries, k)[1]
+    return lambda queries, k: index.search(queries, k)
 
 
 def search_neighbours(
@@ -171,7 +172,7 @@ def search_neighbours(
     blocks = range(0, len(queries), block_size)
     with tqdm(total=len(queries), unit="query", disable=not progress, file=sys.stderr, mininterval=1.0) as bar:
         for start in blocks:
-            found = search(queries[start:start + block_size], width)
+            found = search(queries[start:start + block_size], width)[1]
             if exclude_self:
                 found = drop_self(found, np.arange(start, start + len(found)))
             bar.update(len(found))

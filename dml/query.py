@@ -20,27 +20,17 @@ from pathlib import Path
 
 import numpy as np
 
+from dml.catalogue import Catalogue
 from dml.config import TransformsConfig
 from dml.data.manifest import read_manifest
 from dml.data.stats import Stats
 from dml.embeddings import EmbeddingTable, read_embeddings
 from dml.errors import DatasetError
-from dml.gallery import (
-    QUERY,
-    Catalogue,
-    GalleryRow,
-    Neighbours,
-    Tile,
-    distance_name,
-    draw_gallery,
-    hit_tiles,
-    index_distance_searcher,
-    nearest,
-    run_description,
-)
-from dml.indexing import metric_name, read_index
-from dml.io import atomic_file, read_json
+from dml.gallery import Neighbours, distance_name, hit_tiles, nearest, run_description
+from dml.indexing import index_searcher, metric_name, read_index
+from dml.io import read_json
 from dml.paths import INDEX_FILE, INDEX_META, MODEL, PREPARED, TRAIN_CONFIG, embeddings_file, retrieval_splits
+from dml.plotting import QUERY, GalleryRow, Tile, draw_gallery
 
 
 @dataclass(frozen=True)
@@ -77,7 +67,7 @@ class Searcher:
         files = FileSplit(Path("."), np.array([str(p).encode() for p in images], dtype=np.bytes_),
                           np.full(len(images), -1), np.arange(len(images)), self.stats.channels)
         vectors = embed_source(self.model, files, self.transforms)
-        neighbours = nearest(index_distance_searcher(self.index), vectors, min(k, self.index.ntotal), self.metric)
+        neighbours = nearest(index_searcher(self.index), vectors, min(k, self.index.ntotal), self.metric)
         return QueryResult([Path(p) for p in images], neighbours, self.metric)
 
     def dataset_id(self, image: Path) -> int | None:
@@ -146,8 +136,7 @@ def write_png(result: QueryResult, searcher: Searcher, path: Path, thumb_px: int
         title.append(run_description(read_json(training), read_json(meta)))
     title.append(f"Border: green = same class as the query, red = another, grey = query class unknown. "
                  f"Under each image: class, {distance_name(result.metric)}.")
-    with atomic_file(path) as tmp:
-        draw_gallery(result_rows(result, searcher), tmp, title, thumb_px)
+    draw_gallery(result_rows(result, searcher), path, title, thumb_px)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

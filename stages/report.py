@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from dml.config import Params  # noqa: E402
-from dml.io import atomic_file, read_json, write_json  # noqa: E402
+from dml.io import read_json, write_json  # noqa: E402
 from dml.paths import (  # noqa: E402
     CURVE_PNG,
     EVAL_METRICS,
@@ -27,6 +27,7 @@ from dml.paths import (  # noqa: E402
     TRAIN_METRICS,
     TRAIN_SPECTRUM_PNG,
 )
+from dml.plotting import save_figure  # noqa: E402
 from dml.tracking import CURVE_METRICS, model_run_key, report_result  # noqa: E402
 from stages._common import run_stage  # noqa: E402
 
@@ -52,9 +53,7 @@ def plot_curves(curves: dict[str, list[tuple[int, float]]]) -> None:
         ax.set_title(name)
         ax.grid(True, alpha=0.3)
     fig.tight_layout()
-    with atomic_file(CURVE_PNG) as tmp:
-        fig.savefig(tmp, format="png", metadata={"Software": None})
-    plt.close(fig)
+    save_figure(fig, CURVE_PNG)
 
 
 # (panel title, [(curve column, legend)], y label) of the spectrum-over-training figure
@@ -87,9 +86,7 @@ def plot_spectrum_over_training(curves: dict[str, list[tuple[int, float]]]) -> N
         ax.grid(True, alpha=0.3)
     fig.suptitle("Embedding space of a fixed sample of training images over training, and test Recall@1", fontsize=10)
     fig.tight_layout()
-    with atomic_file(TRAIN_SPECTRUM_PNG) as tmp:
-        fig.savefig(tmp, format="png", metadata={"Software": None})
-    plt.close(fig)
+    save_figure(fig, TRAIN_SPECTRUM_PNG)
 
 
 def report(params: Params) -> None:

@@ -20,6 +20,7 @@ from dml.metrics.embedding_space import (  # noqa: E402
     spectral_decay,
 )
 from dml.paths import SPECTRUM_CSV, SPECTRUM_METRICS, SPECTRUM_PNG, embeddings_file, retrieval_splits  # noqa: E402
+from dml.plotting import save_figure  # noqa: E402
 from stages._common import run_stage  # noqa: E402
 
 
@@ -44,9 +45,7 @@ def spectrum(params: Params) -> None:
     ax.set_title(f"{split} embedding spectrum: rho={metrics.get('rho', float('nan')):.3f}, pi_ratio={metrics['pi_ratio']:.3f}", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    with atomic_file(SPECTRUM_PNG) as tmp:
-        fig.savefig(tmp, format="png", metadata={"Software": None})
-    plt.close(fig)
+    save_figure(fig, SPECTRUM_PNG)
     write_json(SPECTRUM_METRICS, metrics)
     print(", ".join(f"{key} {value:.4f}" for key, value in metrics.items()))
 

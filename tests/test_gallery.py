@@ -8,22 +8,19 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
+from dml.catalogue import Catalogue
 from dml.embeddings import EmbeddingTable
 from dml.gallery import (
     NO_POSITIVE,
-    OTHER_CLASS,
-    SAME_CLASS,
-    Catalogue,
-    draw_gallery,
-    exact_distance_searcher,
     first_correct_ranks,
-    load_thumbnail,
     nearest,
     sample_query_positions,
     select_gallery,
     selection_rows,
     worst_query_positions,
 )
+from dml.indexing import exact_searcher as exact_distance_searcher
+from dml.plotting import OTHER_CLASS, SAME_CLASS, draw_gallery, load_thumbnail
 
 
 def clustered(n_classes: int = 12, per_class: int = 6, dim: int = 8, seed: int = 0, noise: float = 0.9):

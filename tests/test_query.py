@@ -17,7 +17,7 @@ import yaml
 from PIL import Image
 
 from dml.data.manifest import read_manifest
-from dml.gallery import OTHER_CLASS, SAME_CLASS
+from dml.plotting import OTHER_CLASS, SAME_CLASS
 from dml.query import main as query_main
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,9 +18,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dml.studies.aggregate import collect_runs, effects, effects_markdown, last_recorded, spearman, summarize, write_report
+from dml.studies.aggregate import write_report
+from dml.studies.dvc_overrides import hydra_value
 from dml.studies.experiments import Experiment, parse_exp_show
-from dml.studies.sweep import SweepError, expand, grid_variant_name, hydra_value, load_sweep, parse_assignment, plan
+from dml.studies.sweep import SweepError, expand, grid_variant_name, load_sweep, parse_assignment, plan
+from dml.studies.tables import collect_runs, effects, effects_markdown, last_recorded, spearman, summarize
 from tests.test_pipeline import ROOT
 
 SWEEPS = sorted((ROOT / "sweeps").glob("*.yaml"))

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import itertools
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -29,6 +28,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from dml.config import PARAMS_FILE, ConfigError, apply_overrides, parse_params, read_yaml
+from dml.studies.dvc_overrides import dvc_reads, hydra_parser, set_args
 
 SEED_KEY = "train.seed"
 # Experiment names become git refs (refs/exps/.../<name>): a conservative subset of git's rules.
@@ -183,61 +183,6 @@ def expand(spec: SweepSpec) -> list[SweepRun]:
             for seed in spec.seeds for name, overrides in variants]
 
 
-def _has_key(raw: dict[str, Any], key: str) -> bool:
-    node: Any = raw
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return True
-
-
-def _hydra_parser():
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    return OverridesParser.create()
-
-
-def hydra_value(value: Any, parser=None) -> str:
-    """``value`` in the Hydra override grammar of ``dvc exp run -S`` (strings quoted only where
-    Hydra would read them as something else, e.g. ``'1'`` or ``'true'``)."""
-    if isinstance(value, list):
-        return "[" + ",".join(hydra_value(v, parser) for v in value) + "]"
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, (int, float)):
-        return repr(value)
-    parser = parser or _hydra_parser()
-    try:
-        if parser.parse_override(f"k={value}").value() == value:
-            return value
-    except Exception:  # noqa: BLE001 - not a bare Hydra string: quote it
-        pass
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def set_args(raw: dict[str, Any], overrides: dict[str, Any], parser=None) -> list[str]:
-    """``-S key=value`` arguments of ``dvc exp run`` (``+key`` adds a key params.yaml lacks)."""
-    parser = parser or _hydra_parser()
-    args = []
-    for key, value in overrides.items():
-        args += ["-S", f"{'' if _has_key(raw, key) else '+'}{key}={hydra_value(value, parser)}"]
-    return args
-
-
-def dvc_reads(params_file: Path, args: list[str]) -> dict[str, Any]:
-    """What DVC's own ``-S`` machinery makes of ``args`` on a copy of ``params_file``."""
-    from dvc.utils.hydra import apply_overrides as dvc_apply
-
-    with tempfile.TemporaryDirectory() as tmp:
-        copy_path = Path(tmp) / "params.yaml"
-        copy_path.write_bytes(params_file.read_bytes())
-        dvc_apply(copy_path, args[1::2])
-        return read_yaml(copy_path)
-
-
 def with_condition(spec: SweepSpec, overrides: dict[str, Any] | None = None, name: str | None = None,
                    concurrency: int | None = None) -> SweepSpec:
     """The same sweep under a condition: ``overrides`` added to (and winning over) its base, under
@@ -292,7 +237,7 @@ def plan(sweep_path: Path | str, params_path: Path | str = PARAMS_FILE, override
         raise SweepError(str(err)) from None
     if not isinstance(raw, dict):
         raise SweepError(f"{params_path}: missing or not a mapping of sections (run from the repository root)")
-    parser = _hydra_parser()
+    parser = hydra_parser()
     errors: dict[str, str] = {}
     params: dict[str, dict[str, Any]] = {}
     args: dict[str, list[str]] = {}
