@@ -15,21 +15,19 @@ of a method that is not selected changes no training input and retrains nothing.
 from __future__ import annotations
 
 import copy
-import os
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
 from dml.data.config import DataConfig
+from dml.errors import ConfigError
 from dml.losses.config import LossSection
 from dml.miners.config import MinerSection
 from dml.models.config import ModelConfig
+from dml.paths import PARAMS
 from dml.samplers.config import BatchMatchKnobs, EmbeddedSamplerKnobs, SamplerSection
 from dml.schema import Section
-
-PARAMS_FILE = "params.yaml"
-
 
 class PreprocessConfig(Section):
     """Stage ``preprocess``: the decode mode, an optional resize cache of the prepared images
@@ -334,10 +332,6 @@ class Params(Section):
         return _flatten(nested)
 
 
-class ConfigError(ValueError):
-    """A one-line, user-facing description of what is wrong in params.yaml."""
-
-
 def _format_error(path: Path, err: ValidationError) -> str:
     """The first problem as ``params.yaml: section.key: what is wrong (got value)``."""
     errors = err.errors()
@@ -356,7 +350,7 @@ def _format_error(path: Path, err: ValidationError) -> str:
     return f"{path}: {where}{msg}{more}"
 
 
-def parse_params(raw: Any, path: Path | str = PARAMS_FILE) -> Params:
+def parse_params(raw: Any, path: Path | str = PARAMS) -> Params:
     path = Path(path)
     if raw is None:
         raw = {}
@@ -368,7 +362,7 @@ def parse_params(raw: Any, path: Path | str = PARAMS_FILE) -> Params:
         raise ConfigError(_format_error(path, err)) from None
 
 
-def load_params(path: Path | str = PARAMS_FILE) -> Params:
+def load_params(path: Path | str = PARAMS) -> Params:
     """Read and validate params.yaml; raise :class:`ConfigError` with one line naming the culprit."""
     path = Path(path)
     if not path.is_file():
@@ -405,8 +399,3 @@ def read_yaml(path: Path | str) -> Any:
         where = f" line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{path}:{where} invalid YAML: {getattr(err, 'problem', None) or err}") from None
 
-
-def repo_root() -> Path:
-    """The user's repository: ``DVC_ROOT``, which DVC sets for stage commands (pointing at the
-    original repository also inside ``dvc exp run --temp`` / queued workspaces), else the cwd."""
-    return Path(os.environ.get("DVC_ROOT", os.getcwd())).resolve()

@@ -19,8 +19,8 @@ import faiss
 import numpy as np
 from tqdm import tqdm
 
-from dml.config import ConfigError, IndexConfig
-from dml.errors import DatasetError
+from dml.config import IndexConfig
+from dml.errors import ConfigError, DatasetError
 
 FAISS_METRICS = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
 

@@ -27,11 +27,11 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from dml.config import ConfigError, Params
+from dml.config import Params
 from dml.data.loading import EpochBatches, ImageSource, in_memory, train_loader
 from dml.data.stats import Stats
 from dml.device import autocast, grad_scaler, place_images, place_model, resolve_device
-from dml.errors import TrainingError
+from dml.errors import ConfigError, TrainingError
 from dml.indexing import exact_searcher, search_neighbours
 from dml.inference import embed_source
 from dml.io import atomic_file

@@ -15,7 +15,8 @@ import pytest
 from pydantic import ValidationError
 from references import pair_f1_loop
 
-from dml.config import ConfigError, EvalConfig, IndexConfig, parse_params
+from dml.config import EvalConfig, IndexConfig, parse_params
+from dml.errors import ConfigError
 from dml.evaluation import evaluate_embeddings
 from dml.indexing import build_index, factory_string
 from dml.metrics.clustering import kmeans_assign

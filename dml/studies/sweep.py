@@ -28,7 +28,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
-from dml.config import PARAMS_FILE, ConfigError, apply_overrides, parse_params, read_yaml
+from dml.config import apply_overrides, parse_params, read_yaml
+from dml.errors import ConfigError
+from dml.paths import PARAMS as PARAMS_FILE
 
 SEED_KEY = "train.seed"
 # Experiment names become git refs (refs/exps/.../<name>): a conservative subset of git's rules.

@@ -27,12 +27,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from dml.config import PARAMS_FILE, ConfigError, Params, apply_overrides, parse_params, repo_root
+from dml.config import Params, apply_overrides, parse_params
 from dml.config import _flatten as flatten
+from dml.errors import ConfigError, TrackingError
 from dml.io import file_sha256, read_json, write_json
-from dml.paths import MODEL_RUNS
+from dml.paths import MODEL_RUNS, repo_root
+from dml.paths import PARAMS as PARAMS_FILE
 from dml.tracking.outbox import TERMINAL, Outbox, all_outboxes, outbox_root
-from dml.tracking.store import TrackingError, check_reachable, tracking_uri
+from dml.tracking.store import check_reachable, tracking_uri
 from dml.tracking.sync import MODEL_RUN_TAG, PARENT_TAG, now_ms, sync_all
 
 # Metric names are grouped by prefix so that related numbers sort (and chart) together in MLflow:
