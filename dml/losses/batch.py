@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from dml.losses.base import Loss
 from dml.losses.config import HistogramKnobs, MultiSimilarityKnobs
-from dml.miners.base import class_masks
+from dml.tuples import class_masks
 
 
 class MultiSimilarityLoss(Loss):

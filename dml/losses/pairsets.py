@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from dml.losses.base import Loss
 from dml.losses.config import AngularKnobs, LiftedKnobs, NPairKnobs
-from dml.miners.base import PairSets
+from dml.tuples import PairSets
 
 
 def masked_logsumexp(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

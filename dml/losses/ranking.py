@@ -8,7 +8,7 @@ from torch import nn
 
 from dml.losses.base import Loss
 from dml.losses.config import ContrastiveKnobs, MarginKnobs, QuadrupletKnobs, SNRKnobs, TripletKnobs
-from dml.miners.base import Triplets, uniform
+from dml.tuples import Triplets, uniform
 
 
 def triplet_distances(embeddings: torch.Tensor, triplets: Triplets) -> tuple[torch.Tensor, torch.Tensor]:
