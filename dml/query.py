@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dml.config import TransformsConfig
+from dml.data.config import TransformsConfig
 from dml.data.manifest import read_manifest
 from dml.data.stats import Stats
 from dml.embeddings import EmbeddingTable, read_embeddings

@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from dml.config import TransformsConfig
+from dml.data.config import TransformsConfig
 from dml.data.decode import decode_file
 from dml.data.manifest import SPLITS, image_root, read_manifest
 from dml.data.stats import load_stats
