@@ -90,7 +90,7 @@ def load_trained(path: Path):
     here for the records it stores beside the weights."""
     import torch
 
-    from dml.models.checkpoint import load_model
+    from dml.model_file import load_model
 
     if not path.is_file():
         raise DatasetError(f"{path}: trained model missing (run the train stage)")

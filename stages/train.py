@@ -16,7 +16,7 @@ from dml.data.loading import load_splits
 from dml.data.stats import load_stats
 from dml.errors import ConfigError, DatasetError
 from dml.io import atomic_file, read_json, write_json
-from dml.models.checkpoint import save_model
+from dml.model_file import save_model
 from dml.paths import (
     CHECKPOINT,
     MODEL,
