@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 import pyarrow.compute as pc
@@ -33,8 +33,13 @@ from dml.data.manifest import SPLITS, image_root, read_manifest
 from dml.data.stats import load_stats
 from dml.errors import DatasetError
 
-if TYPE_CHECKING:  # the loader takes any batch sampler; embedding needs none
-    from dml.samplers.basic import BatchSampler
+class BatchSampler(Protocol):
+    """Any batch sampler (``dml/samplers``): ``len`` batches per epoch, drawn from ``rng``. Named
+    here, not imported, so the data family needs nothing from the samplers."""
+
+    def __len__(self) -> int: ...
+
+    def epoch(self, rng: np.random.Generator) -> Iterator[np.ndarray]: ...
 
 
 class ImageSource(Protocol):
