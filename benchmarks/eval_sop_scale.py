@@ -42,9 +42,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dml.config import EvalConfig  # noqa: E402
 from dml.evaluation import Evaluation, evaluate_embeddings  # noqa: E402
 from dml.indexing import FAISS_METRICS  # noqa: E402
+from dml.retrieval_config import EvalConfig  # noqa: E402
 
 KMEANS_SEED, KMEANS_ITERS = 1234, 20  # faiss.Kmeans' default seed, which PML's FaissKMeans(niter=20) uses
 # (ours, PML) names of the metrics both compute, with the largest accepted |difference|

@@ -59,8 +59,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dml.config import IndexConfig  # noqa: E402
 from dml.indexing import build_index, configure_search, exact_searcher, factory_string, index_searcher  # noqa: E402
+from dml.retrieval_config import IndexConfig  # noqa: E402
 
 CHUNK = 65_536  # rows generated per step; fixed, so the data do not depend on memory settings
 WARMUP_QUERIES = 100

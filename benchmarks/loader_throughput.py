@@ -32,7 +32,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dml.config import TransformsConfig  # noqa: E402
+from dml.data.config import TransformsConfig  # noqa: E402
 from dml.data.loading import EpochBatches, FileSplit, train_loader  # noqa: E402
 from dml.samplers.basic import RandomSampler  # noqa: E402
 

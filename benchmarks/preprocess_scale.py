@@ -76,7 +76,7 @@ def worker(kind: str, data: Path, out: Path, workers: int) -> dict:
 
     from PIL import Image
 
-    from dml.config import PreprocessConfig
+    from dml.data.config import PreprocessConfig
     from dml.data.manifest import read_manifest
 
     if kind == "stage":

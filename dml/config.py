@@ -9,116 +9,29 @@ model per method, defined next to that family's code (``dml/<family>/config.py``
 the schema is checked without importing torch); ``tests/test_config.py`` asserts that each
 family's names match its registry. Only the selected methods' knobs form the *training config*
 (:meth:`Params.training_config`), which the ``configure`` stage writes for DVC: editing a knob
-of a method that is not selected changes no training input and retrains nothing.
+of a method that is not selected changes no training input and retrains nothing. Sections read
+by one family or stage group live with it (``dml/data/config.py``, ``dml/retrieval_config.py``);
+this module assembles them, so it sits above the families and below everything that reads Params.
 """
 
 from __future__ import annotations
 
 import copy
-import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, ValidationError, model_validator
 
-from dml.data.config import DataConfig
+from dml.data.config import DataConfig, PreprocessConfig, TransformsConfig
+from dml.errors import ConfigError
 from dml.losses.config import LossSection
 from dml.miners.config import MinerSection
 from dml.models.config import ModelConfig
+from dml.paths import PARAMS
+from dml.retrieval_config import EvalConfig, GalleryConfig, IndexConfig, SpectrumConfig
 from dml.samplers.config import BatchMatchKnobs, EmbeddedSamplerKnobs, SamplerSection
 from dml.schema import Section
-
-PARAMS_FILE = "params.yaml"
-
-
-class PreprocessConfig(Section):
-    """Stage ``preprocess``: the decode mode, an optional resize cache of the prepared images
-    (real datasets' full-size JPEGs decode slowly; a downscaled copy keeps training I/O-light),
-    and the train split's channel statistics (see dml/data/preprocess.py)."""
-
-    channels: Literal[1, 3] = Field(1, description="decode mode: 1 = grayscale, 3 = RGB")
-    resize: int | None = Field(
-        None, ge=8, le=4096,
-        description="shorter side (pixels) of the cached copies, aspect ratio kept, never upscaled; null = no cache",
-    )
-    format: Literal["jpeg", "png", "webp"] = Field("jpeg", description="cache file format (png: lossless)")
-    quality: int = Field(95, ge=1, le=100, description="jpeg / webp quality of the cache")
-    workers: int = Field(2, ge=1, le=64, description="decode/resize/encode threads; the output does not depend on it")
-
-
-class OptimConfig(Section):
-    name: Literal["adam", "adamw"] = "adam"
-    lr: float = Field(1e-3, gt=0.0)
-    weight_decay: float = Field(4e-4, ge=0.0)
-
-
-class TrainConfig(Section):
-    epochs: int = Field(6, ge=1)
-    batch_size: int = Field(112, ge=4)
-    seed: int = Field(0, ge=0)
-    num_threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = torch's default")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available, else cpu")
-    amp: Literal["off", "bf16", "fp16"] = Field("off", description="mixed precision of the forward pass (cuda only)")
-    track_test_recall: bool = Field(True, description="log test Recall@1 after every epoch (monitoring only, selects nothing)")
-    selection: Literal["auto", "last", "val"] = Field(
-        "auto", description="which epoch's weights are the model: val = best validation Recall@1 (needs data.val_classes > 0), "
-        "last = the final epoch, auto = val when there is a validation split, else last"
-    )
-    spectrum_every: int = Field(2, ge=0, description="every N epochs, rho / pi_ratio / top singular values of training embeddings; 0 = off")
-    spectrum_sample: int = Field(512, ge=16, description="training images (a fixed seeded sample) the spectrum is computed on")
-
-
-class MonitorConfig(Section):
-    """What training watches (train.track_test_recall): it shapes the train stage's curve, never
-    the weights, so the saved model does not record it (:meth:`Params.weights_config`)."""
-
-    queries: int = Field(
-        1000, ge=0, description="test Recall@1 of a fixed seeded sample of this many test queries against every test image "
-        "(an unbiased estimate of the full number; the evaluate stage computes it exactly); 0 = every test image"
-    )
-    every: int = Field(1, ge=1, description="monitor every N epochs (and after the last)")
-
-
-class PretrainConfig(Section):
-    """Stage pretrain: the backbone first learns to classify the disjoint ``source`` classes
-    (``data.glyphs.source_fraction``, or a manifest's split ``source``); train then starts from those
-    features with a fresh embedding head. The embedded analogue of the paper's ImageNet-pretrained
-    backbones (fine-tune with a low ``optim.lr``). Reads ``model`` (the backbone), ``transforms``
-    and ``train.device`` / ``train.amp`` / ``train.num_threads``; its own seed, so every training seed shares one
-    pretrained network, as every seed of the paper shares the ImageNet weights."""
-
-    epochs: int = Field(0, ge=0, description="0 = off: train starts from the backbone's own initialisation")
-    batch_size: int = Field(112, ge=2)
-    lr: float = Field(1e-3, gt=0.0)
-    weight_decay: float = Field(4e-4, ge=0.0)
-    seed: int = Field(0, ge=0)
-
-
-class TransformsConfig(Section):
-    """Image geometry and augmentation (torchvision transforms.v2; see dml/data/loading.py).
-    Pixel normalisation is the model's: the backbone's constants when pretrained, else the
-    dataset statistics of the preprocess stage."""
-
-    train: Literal["random_resized_crop", "shift"] = Field(
-        "shift", description="random_resized_crop (the paper, real images) | shift (eval geometry + translation)"
-    )
-    size: int = Field(32, ge=8, description="model input side (224 in the paper)")
-    resize: int = Field(32, ge=8, description="eval: Resize(shorter side) then CenterCrop(size) (256 in the paper)")
-    crop_scale: tuple[float, float] = Field((0.08, 1.0), description="random_resized_crop: area fraction range")
-    crop_ratio: tuple[float, float] = Field((0.75, 4 / 3), description="random_resized_crop: aspect ratio range")
-    shift: int = Field(2, ge=0, description="shift: translation in pixels, edges replicated")
-    hflip: bool = Field(False, description="random horizontal flip (the paper: true; not for glyphs, mirrored letters differ)")
-
-    @model_validator(mode="after")
-    def _consistent(self) -> TransformsConfig:
-        if self.resize < self.size:
-            raise ValueError(f"transforms.resize: {self.resize} is smaller than transforms.size={self.size} (CenterCrop would pad)")
-        for key in ("crop_scale", "crop_ratio"):
-            low, high = getattr(self, key)
-            if not 0 < low <= high:
-                raise ValueError(f"transforms.{key}: needs 0 < low <= high, got {(low, high)}")
-        return self
-
+from dml.training_config import MonitorConfig, OptimConfig, PretrainConfig, TrainConfig
 
 class LoaderConfig(Section):
     """How images are loaded, not what is learned: results are identical for any setting (see
@@ -134,79 +47,6 @@ class LoaderConfig(Section):
 
 class EmbedConfig(Section):
     batch_size: int = Field(512, ge=1)
-
-
-class IndexConfig(Section):
-    """The retrieval gallery's FAISS index (see dml/indexing.py)."""
-
-    type: Literal["flat", "ivf", "hnsw"] = Field("flat", description="flat = exact search; ivf / hnsw = approximate")
-    metric: Literal["ip", "l2"] = Field(
-        "l2", description="l2 | ip (cosine for L2-normalised embeddings, the same ranking); FAISS orders exact l2 ties by id"
-    )
-    nlist: int = Field(64, ge=1, description="ivf: number of k-means cells")
-    nprobe: int = Field(8, ge=1, description="ivf: cells visited per query")
-    hnsw_m: int = Field(32, ge=2, description="hnsw: graph links per node (FAISS's M)")
-    ef_construction: int = Field(40, ge=1, description="hnsw: candidate list size while building")
-    ef_search: int = Field(64, ge=1, description="hnsw: candidate list size per query (efSearch)")
-    pq_m: int = Field(0, ge=0, description="ivf/hnsw: product-quantiser sub-vectors; 0 = store full vectors")
-    pq_nbits: int = Field(8, ge=1, le=16, description="bits per product-quantiser code; 4 = SIMD fast-scan for ivf")
-    refine_factor: int = Field(
-        0, ge=0, description="with pq: re-rank k x refine_factor candidates by exact distance (keeps the full vectors too); 0 = off"
-    )
-    seed: int = Field(0, ge=0, description="seed of the ivf / pq k-means training")
-    deterministic: bool = Field(True, description="hnsw: build on one thread so the graph is reproducible")
-
-    @model_validator(mode="after")
-    def _consistent(self) -> IndexConfig:
-        if self.type == "flat" and self.pq_m:
-            raise ValueError("index.pq_m: product quantisation needs type ivf or hnsw (flat is exact search)")
-        if self.refine_factor and not self.pq_m:
-            raise ValueError("index.refine_factor: re-ranking needs product-quantised codes (index.pq_m > 0)")
-        if self.type == "ivf" and self.nprobe > self.nlist:
-            raise ValueError(f"index.nprobe: {self.nprobe} exceeds index.nlist={self.nlist}")
-        return self
-
-
-class EvalConfig(Section):
-    """What the evaluator computes (see dml/evaluation.py and the metric table in the README)."""
-
-    recall_at: tuple[int, ...] = Field((1, 2, 4, 8), min_length=1, description="Recall@k for each k")
-    map_at: tuple[int, ...] = Field((1000,), description="mAP@K for each K (mAP@1000 in the paper)")
-    clustering: bool = Field(True, description="k-means with k = number of classes, scored by NMI and F1")
-    kmeans_seed: int = Field(0, ge=0)
-    kmeans_iters: int = Field(20, ge=1)
-    search: Literal["index", "exact"] = Field("index", description="neighbours from the built index or brute force")
-    agreement_sample: int = Field(1000, ge=0, description="queries on which an approximate index is checked against exact search")
-    block_size: int = Field(4096, ge=1, description="queries per search block (memory: block x k ids)")
-
-    @model_validator(mode="after")
-    def _positive_ks(self) -> EvalConfig:
-        for key in ("recall_at", "map_at"):
-            if any(k < 1 for k in getattr(self, key)):
-                raise ValueError(f"eval.{key}: every k must be >= 1")
-        return self
-
-
-class SpectrumConfig(Section):
-    skip_largest: tuple[int, ...] = Field((0, 1), min_length=1, description="rho variants: drop the k largest values")
-    split: Literal["train", "test"] = "test"
-
-
-class GalleryConfig(Section):
-    """The retrieval gallery figure (stage gallery, plots/gallery.png; see dml/gallery.py)."""
-
-    queries: int = Field(10, ge=0, description="rows of fixed queries: a seeded sample of test ids, the same in every run")
-    worst: int = Field(5, ge=0, description="then rows of the queries whose first correct neighbour ranks worst")
-    k: int = Field(8, ge=1, le=50, description="retrieved images per row")
-    seed: int = Field(0, description="seed of the fixed query sample")
-    thumb_px: int = Field(64, ge=16, le=256, description="thumbnail side in pixels")
-    search: Literal["index", "exact"] = Field("index", description="neighbours from the built index or brute force")
-
-    @model_validator(mode="after")
-    def _some_rows(self) -> GalleryConfig:
-        if self.queries + self.worst == 0:
-            raise ValueError("gallery.queries: queries and worst are both 0; the gallery would have no rows")
-        return self
 
 
 class TrackingConfig(Section):
@@ -351,10 +191,6 @@ class Params(Section):
         return _flatten(nested)
 
 
-class ConfigError(ValueError):
-    """A one-line, user-facing description of what is wrong in params.yaml."""
-
-
 def _format_error(path: Path, err: ValidationError) -> str:
     """The first problem as ``params.yaml: section.key: what is wrong (got value)``."""
     errors = err.errors()
@@ -373,7 +209,7 @@ def _format_error(path: Path, err: ValidationError) -> str:
     return f"{path}: {where}{msg}{more}"
 
 
-def parse_params(raw: Any, path: Path | str = PARAMS_FILE) -> Params:
+def parse_params(raw: Any, path: Path | str = PARAMS) -> Params:
     path = Path(path)
     if raw is None:
         raw = {}
@@ -385,7 +221,7 @@ def parse_params(raw: Any, path: Path | str = PARAMS_FILE) -> Params:
         raise ConfigError(_format_error(path, err)) from None
 
 
-def load_params(path: Path | str = PARAMS_FILE) -> Params:
+def load_params(path: Path | str = PARAMS) -> Params:
     """Read and validate params.yaml; raise :class:`ConfigError` with one line naming the culprit."""
     path = Path(path)
     if not path.is_file():
@@ -422,8 +258,3 @@ def read_yaml(path: Path | str) -> Any:
         where = f" line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{path}:{where} invalid YAML: {getattr(err, 'problem', None) or err}") from None
 
-
-def repo_root() -> Path:
-    """The user's repository: ``DVC_ROOT``, which DVC sets for stage commands (pointing at the
-    original repository also inside ``dvc exp run --temp`` / queued workspaces), else the cwd."""
-    return Path(os.environ.get("DVC_ROOT", os.getcwd())).resolve()

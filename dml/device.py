@@ -9,7 +9,7 @@ import contextlib
 
 import torch
 
-from dml.config import ConfigError
+from dml.errors import ConfigError
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -1,4 +1,9 @@
-"""User-facing failures that stages report as one line (see stages/_common.py)."""
+"""User-facing failures that stages report as one line (see stages/_common.py). Ground floor:
+every layer raises them, so they live below all of it."""
+
+
+class ConfigError(ValueError):
+    """A one-line, user-facing description of what is wrong in params.yaml."""
 
 
 class DatasetError(ValueError):
@@ -7,3 +12,7 @@ class DatasetError(ValueError):
 
 class TrainingError(RuntimeError):
     """Training cannot go on (say, the loss became non-finite): one line naming where."""
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used (one line naming the URI)."""

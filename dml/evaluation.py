@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 import faiss
 import numpy as np
 
-from dml.config import ConfigError, EvalConfig
+from dml.errors import ConfigError
 from dml.indexing import Searcher, drop_self, exact_searcher, index_searcher, is_exact, metric_name, search_neighbours
 from dml.metrics.clustering import cluster_and_score
 from dml.metrics.retrieval import RetrievalScores, neighbours_needed, relevant_counts
+from dml.retrieval_config import EvalConfig
 
 
 @dataclass

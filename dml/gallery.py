@@ -162,7 +162,7 @@ class Selection:
 
 def select_gallery(
     queries: EmbeddingTable,
-    search: DistanceSearcher,
+    search: Searcher,
     metric: str,
     *,
     k: int,

@@ -14,13 +14,16 @@ import contextlib
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
 from tqdm import tqdm
 
-from dml.config import ConfigError, IndexConfig
-from dml.errors import DatasetError
+from dml.errors import ConfigError, DatasetError
+
+if TYPE_CHECKING:  # annotations only: the search code (train's monitoring curve uses it) needs no schema
+    from dml.retrieval_config import IndexConfig
 
 FAISS_METRICS = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
 

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dml.config import TransformsConfig
+from dml.data.config import TransformsConfig
 from dml.data.loading import ImageSource, eval_loader
 from dml.device import autocast, place_images
 from dml.models import EmbeddingModel

@@ -1,5 +1,6 @@
 """Where each stage reads and writes, relative to the repository root (mirrors dvc.yaml)."""
 
+import os
 from pathlib import Path
 
 PARAMS = Path("params.yaml")
@@ -33,9 +34,15 @@ TIMINGS = Path(".dml/timings")
 # - the MLflow run of this workspace's last report (run key and id, experiment, store URI);
 REPORT = Path(".dml/report.json")
 # - which training run wrote which model file: <sha256 of models/model.pt>.json, kept under the
-#   repository root (DVC_ROOT, dml.config.repo_root), beside the tracking outbox, so that the report
+#   repository root (DVC_ROOT, repo_root below), beside the tracking outbox, so that the report
 #   of a `dvc exp run --temp` workspace, or a later report of the same model, finds it.
 MODEL_RUNS = Path(".dml/model_runs")
+
+
+def repo_root() -> Path:
+    """The user's repository: ``DVC_ROOT``, which DVC sets for stage commands (pointing at the
+    original repository also inside ``dvc exp run --temp`` / queued workspaces), else the cwd."""
+    return Path(os.environ.get("DVC_ROOT", os.getcwd())).resolve()
 
 
 def embeddings_file(split: str) -> Path:

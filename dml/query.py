@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from dml.catalogue import Catalogue
-from dml.config import TransformsConfig
+from dml.data.config import TransformsConfig
 from dml.data.manifest import read_manifest
 from dml.data.stats import Stats
 from dml.embeddings import EmbeddingTable, read_embeddings
@@ -80,7 +80,7 @@ def load_trained(path: Path):
     here for the records it stores beside the weights."""
     import torch
 
-    from dml.models.checkpoint import load_model
+    from dml.model_file import load_model
 
     if not path.is_file():
         raise DatasetError(f"{path}: trained model missing (run the train stage)")

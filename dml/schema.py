@@ -8,9 +8,13 @@ never touch a network (prepare, index, evaluate, report) should not pay for impo
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# The tuple shapes a miner produces and a loss consumes (``dml/tuples.py``), named here, torch-free,
+# so that both families' knobs declare them and a mismatch fails the params check.
+TupleKind = Literal["triplets", "npair", "lifted"]
 
 
 class Section(BaseModel):

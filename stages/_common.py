@@ -6,10 +6,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from dml.config import ConfigError, Params, load_params
-from dml.errors import DatasetError, TrainingError
+from dml.config import Params, load_params
+from dml.errors import ConfigError, DatasetError, TrackingError, TrainingError
 from dml.paths import PARAMS
-from dml.tracking import TrackingError
 
 EXPECTED_ERRORS: tuple[type[Exception], ...] = (ConfigError, DatasetError, FileNotFoundError, TrackingError, TrainingError)
 

@@ -9,7 +9,7 @@ from dml.device import resolve_device
 from dml.embeddings import EmbeddingTable, write_embeddings
 from dml.inference import embed_source
 from dml.io import atomic_dir
-from dml.models.checkpoint import load_model
+from dml.model_file import load_model
 from dml.paths import EMBEDDINGS, MODEL, PREPROCESSED
 from stages._common import run_stage
 

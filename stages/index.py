@@ -9,11 +9,12 @@ import time
 import faiss
 import numpy as np
 
-from dml.config import IndexConfig, Params
+from dml.config import Params
 from dml.embeddings import read_embeddings
 from dml.indexing import build_index, exact_searcher, factory_string, index_searcher, search_parameters
 from dml.io import atomic_dir, write_json
 from dml.paths import INDEX, INDEX_FILE, INDEX_META, TIMINGS, embeddings_file, retrieval_splits
+from dml.retrieval_config import IndexConfig
 from stages._common import run_stage
 
 TIMING_QUERIES = 1000  # queries timed against the index and against brute force

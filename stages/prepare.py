@@ -23,9 +23,10 @@ from PIL import Image, features
 from dml.config import Params
 from dml.data.archive import resolve_root
 from dml.data.config import DataConfig
-from dml.data.formats import FORMATS, RawDataset, hold_out_val
+from dml.data.formats import FORMATS
 from dml.data.glyphs import generate_glyphs
 from dml.data.manifest import IMAGE_ROOT_KEY, SPLITS, write_manifest
+from dml.data.raw import RawDataset, hold_out_val
 from dml.data.validate import apply_policies, check_images, drop_unusable_classes, report_entries
 from dml.errors import DatasetError
 from dml.io import atomic_dir, write_json

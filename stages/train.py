@@ -12,12 +12,11 @@ import time
 from dataclasses import asdict, fields
 
 from dml.config import Params
-from dml.config import ConfigError
 from dml.data.loading import load_splits
 from dml.data.stats import load_stats
-from dml.errors import DatasetError
+from dml.errors import ConfigError, DatasetError
 from dml.io import atomic_file, read_json, write_json
-from dml.models.checkpoint import save_model
+from dml.model_file import save_model
 from dml.paths import (
     CHECKPOINT,
     MODEL,

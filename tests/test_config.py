@@ -11,13 +11,13 @@ import yaml
 
 from dml.config import (
     Section,
-    ConfigError,
     ModelConfig,
     OptimConfig,
     Params,
     load_params,
     parse_params,
 )
+from dml.errors import ConfigError
 from dml.losses.config import LossSection
 from dml.losses.registry import LOSSES
 from dml.miners.config import MinerSection

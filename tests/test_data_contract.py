@@ -16,7 +16,8 @@ import pytest
 import torch
 from PIL import Image
 
-from dml.config import PreprocessConfig, parse_params
+from dml.config import parse_params
+from dml.data.config import PreprocessConfig
 from dml.data.decode import decode_file, resize_shorter
 from dml.data.manifest import image_root, read_manifest, write_manifest
 from dml.data.preprocess import build_preprocessed

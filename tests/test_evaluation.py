@@ -15,10 +15,12 @@ import pytest
 from pydantic import ValidationError
 from references import pair_f1_loop
 
-from dml.config import ConfigError, EvalConfig, IndexConfig, parse_params
+from dml.config import parse_params
+from dml.errors import ConfigError
 from dml.evaluation import evaluate_embeddings
 from dml.indexing import build_index, factory_string
 from dml.metrics.clustering import kmeans_assign
+from dml.retrieval_config import EvalConfig, IndexConfig
 
 RETRIEVAL_KEYS = ("precision_at_1", "r_precision", "map_at_r")
 

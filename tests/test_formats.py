@@ -17,15 +17,16 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from dml.config import ConfigError, parse_params
+from dml.config import parse_params
 from dml.data import archive
 from dml.data.archive import resolve_root
 from dml.io import file_sha256
 from dml.data.config import DataConfig
-from dml.data.formats import FORMATS, RawDataset, hold_out_val
+from dml.data.formats import FORMATS
 from dml.data.manifest import image_root, read_manifest
+from dml.data.raw import RawDataset, hold_out_val
 from dml.data.validate import check_image
-from dml.errors import DatasetError
+from dml.errors import ConfigError, DatasetError
 from dml.paths import PREPARE_ERRORS, PREPARED
 from stages.prepare import prepare
 from tests import miniatures as mini

@@ -11,14 +11,9 @@ import hashlib
 import numpy as np
 import pytest
 
-from dml.data.glyphs import (
-    AUGMENTATIONS,
-    DIFFICULTIES,
-    GlyphClass,
-    GlyphSet,
-    discover_classes,
-    generate_glyphs,
-)
+from dml.data.glyph_augment import AUGMENTATIONS, DIFFICULTIES
+from dml.data.glyph_classes import GlyphClass, discover_classes
+from dml.data.glyphs import GlyphSet, generate_glyphs
 
 SMALL = dict(samples_per_class=6, max_classes=12)
 
@@ -72,7 +67,7 @@ def test_distinct_shapes_stay_apart(class_of, pair):
 
 
 def test_variants_use_valid_fonts(classes):
-    from dml.data.glyphs import _cmap  # the fonts' character maps
+    from dml.data.glyph_fonts import _cmap  # the fonts' character maps
 
     for c in classes:
         fonts = {stem for _, stem in c.variants}

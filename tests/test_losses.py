@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from dml.losses.config import LossSection, MarginKnobs, TripletKnobs
 from dml.losses.ranking import MarginLoss, TripletLoss
 from dml.losses.registry import LOSSES, build_loss
-from dml.miners.base import Triplets
 from dml.miners.simple import RandomMiner
+from dml.tuples import Triplets
 
 # A 2-D configuration with exact distances (3-4-5 triangles):
 #   e0 = (0, 0)     class 0

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from dml.losses.config import AngularKnobs, LiftedKnobs, LossSection, NPairKnobs
 from dml.losses.pairsets import AngularLoss, LiftedLoss, NPairLoss
 from dml.losses.registry import LOSSES, build_loss
-from dml.miners.base import PairSets
 from dml.miners.sets import LiftedMiner, NPairMiner
+from dml.tuples import PairSets
 
 # Uneven classes (sizes 1, 2, 3, 4, 6) in shuffled order: the negative sets are ragged, and the
 # singleton class 7 has no positive (no anchor).

@@ -22,7 +22,7 @@ from dml.losses.config import (
 )
 from dml.losses.ranking import ContrastiveLoss, QuadrupletLoss, SNRLoss
 from dml.losses.registry import LOSSES, build_loss
-from dml.miners.base import Triplets
+from dml.tuples import Triplets
 
 # 2-D points with exact distances (3-4-5 triangles):
 #   e0 = (0, 0)     class 0

@@ -9,7 +9,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dml.miners.base import Triplets, pairwise_distances, sample_from_mask
 from dml.miners.config import MinerSection
 from dml.miners.registry import MINERS, build_miner
 from dml.miners.distance import (
@@ -19,6 +18,7 @@ from dml.miners.distance import (
 )
 from dml.miners.sets import LiftedMiner, NoMiner, NPairMiner
 from dml.miners.simple import RandomMiner, SemiHardMiner, SoftHardMiner
+from dml.tuples import Triplets, pairwise_distances, sample_from_mask
 
 LOWER, UPPER = 0.5, 1.4
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dml.miners.base import PairSets, Triplets, pairwise_distances, sample_from_mask
 from dml.miners.sets import LiftedMiner, NoMiner, NPairMiner
 from dml.miners.simple import SoftHardMiner
+from dml.tuples import PairSets, Triplets, pairwise_distances, sample_from_mask
 
 # Uneven classes in shuffled order, non-contiguous ids, and two singletons (5 and 42: no anchor).
 LABELS = np.array([3, 0, 1, 42, 2, 1, 3, 0, 3, 2, 1, 3, 5, 3, 2, 3])

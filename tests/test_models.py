@@ -21,10 +21,10 @@ from torchvision.models import GoogLeNet, GoogLeNet_Weights, ResNet50_Weights, r
 from dml.config import ModelConfig, parse_params
 from dml.data.stats import Stats
 from dml.errors import DatasetError
+from dml.model_file import load_model, save_model
 from dml.models import MODELS, EmbeddingModel, build_model, input_normalization, model_normalization
 from dml.models.base import GlobalPool
 from dml.models.bninception import BNInception, bninception_features
-from dml.models.checkpoint import load_model, save_model
 from dml.models.weights import hub_cache_path
 
 MEAN1, STD1 = [120.0], [60.0]

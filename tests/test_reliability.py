@@ -262,7 +262,7 @@ def test_checkpoint_and_model_files_cannot_run_code(tmp_path, monkeypatch):
     """Reference: torch.load(weights_only=True) semantics: a pickle that would run code is refused
     with one line naming the file, and nothing runs."""
     from dml.errors import DatasetError
-    from dml.models.checkpoint import load_model
+    from dml.model_file import load_model
     from dml.training.loop import read_checkpoint
 
     monkeypatch.chdir(tmp_path)

@@ -18,9 +18,9 @@ import mlflow
 import pytest
 
 from dml.config import parse_params
+from dml.errors import TrackingError
 from dml.tracking import (
     MODEL_RUN_TAG,
-    TrackingError,
     TrainingRun,
     check_reachable,
     report_result,

@@ -153,7 +153,7 @@ def test_checkpoint_of_other_params_is_not_resumed(tmp_path):
 def test_shift_transform_is_a_translation():
     """Reference: edge-padding by hand: every augmented image equals the edge-padded input cropped
     at an offset within +-shift, all 9 offsets occur over 200 seeds, and shift 0 is the identity."""
-    from dml.config import TransformsConfig
+    from dml.data.config import TransformsConfig
     from dml.data.loading import ArraySplit, ImageDataset, train_transform
 
     image = torch.arange(64, dtype=torch.uint8).view(1, 8, 8)
@@ -311,7 +311,7 @@ def test_in_memory_split_and_eval_fast_path_change_no_number(tmp_path):
     from PIL import Image
     from torchvision.transforms import v2
 
-    from dml.config import TransformsConfig
+    from dml.data.config import TransformsConfig
     from dml.data.loading import ArraySplit, FileSplit, eval_transform, in_memory
 
     rng = np.random.default_rng(0)

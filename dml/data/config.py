@@ -1,8 +1,10 @@
-"""The ``data`` section of ``params.yaml`` (stage ``prepare``): which dataset, where it lies, and
-what to do with the files that are not clean RGB images.
+"""The data family's sections of ``params.yaml``: ``data`` (stage ``prepare``: which dataset, where
+it lies, and what to do with the files that are not clean RGB images), ``preprocess`` and
+``transforms`` (how images reach the model). Here, not in ``dml/config.py``, so that the data
+code reads its knobs without reaching up to the whole schema.
 
 Torch-free on purpose (like ``dml/losses/config.py``): every stage validates the whole params file
-first, and ``prepare`` never needs torch. ``dml/config.py`` re-exports :class:`DataConfig`.
+first, and ``prepare`` never needs torch. ``dml/config.py`` assembles these into ``Params``.
 """
 
 from __future__ import annotations
@@ -68,4 +70,45 @@ class DataConfig(Section):
         if self.name == "glyphs" and self.glyphs.split_by == "script" and self.train_fraction != 0.5:
             raise ValueError(f"data.train_fraction: {self.train_fraction} has no effect with data.glyphs.split_by: script "
                              "(letters test, the rest trains); leave it at 0.5")
+        return self
+
+
+class PreprocessConfig(Section):
+    """Stage ``preprocess``: the decode mode, an optional resize cache of the prepared images
+    (real datasets' full-size JPEGs decode slowly; a downscaled copy keeps training I/O-light),
+    and the train split's channel statistics (see dml/data/preprocess.py)."""
+
+    channels: Literal[1, 3] = Field(1, description="decode mode: 1 = grayscale, 3 = RGB")
+    resize: int | None = Field(
+        None, ge=8, le=4096,
+        description="shorter side (pixels) of the cached copies, aspect ratio kept, never upscaled; null = no cache",
+    )
+    format: Literal["jpeg", "png", "webp"] = Field("jpeg", description="cache file format (png: lossless)")
+    quality: int = Field(95, ge=1, le=100, description="jpeg / webp quality of the cache")
+    workers: int = Field(2, ge=1, le=64, description="decode/resize/encode threads; the output does not depend on it")
+
+
+class TransformsConfig(Section):
+    """Image geometry and augmentation (torchvision transforms.v2; see dml/data/loading.py).
+    Pixel normalisation is the model's: the backbone's constants when pretrained, else the
+    dataset statistics of the preprocess stage."""
+
+    train: Literal["random_resized_crop", "shift"] = Field(
+        "shift", description="random_resized_crop (the paper, real images) | shift (eval geometry + translation)"
+    )
+    size: int = Field(32, ge=8, description="model input side (224 in the paper)")
+    resize: int = Field(32, ge=8, description="eval: Resize(shorter side) then CenterCrop(size) (256 in the paper)")
+    crop_scale: tuple[float, float] = Field((0.08, 1.0), description="random_resized_crop: area fraction range")
+    crop_ratio: tuple[float, float] = Field((0.75, 4 / 3), description="random_resized_crop: aspect ratio range")
+    shift: int = Field(2, ge=0, description="shift: translation in pixels, edges replicated")
+    hflip: bool = Field(False, description="random horizontal flip (the paper: true; not for glyphs, mirrored letters differ)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TransformsConfig:
+        if self.resize < self.size:
+            raise ValueError(f"transforms.resize: {self.resize} is smaller than transforms.size={self.size} (CenterCrop would pad)")
+        for key in ("crop_scale", "crop_ratio"):
+            low, high = getattr(self, key)
+            if not 0 < low <= high:
+                raise ValueError(f"transforms.{key}: needs 0 < low <= high, got {(low, high)}")
         return self

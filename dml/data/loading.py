@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 import pyarrow.compute as pc
@@ -27,14 +27,19 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from dml.config import TransformsConfig
+from dml.data.config import TransformsConfig
 from dml.data.decode import decode_file
 from dml.data.manifest import SPLITS, image_root, read_manifest
 from dml.data.stats import load_stats
 from dml.errors import DatasetError
 
-if TYPE_CHECKING:  # the loader takes any batch sampler; embedding needs none
-    from dml.samplers.basic import BatchSampler
+class BatchSampler(Protocol):
+    """Any batch sampler (``dml/samplers``): ``len`` batches per epoch, drawn from ``rng``. Named
+    here, not imported, so the data family needs nothing from the samplers."""
+
+    def __len__(self) -> int: ...
+
+    def epoch(self, rng: np.random.Generator) -> Iterator[np.ndarray]: ...
 
 
 class ImageSource(Protocol):

@@ -40,7 +40,7 @@ import pyarrow as pa
 import torch
 from tqdm import tqdm
 
-from dml.config import PreprocessConfig
+from dml.data.config import PreprocessConfig
 from dml.data.decode import LOSSLESS, SUFFIXES, decode, encode, read_bytes, resize_shorter
 from dml.data.manifest import IMAGE_ROOT_KEY, MANIFEST_NAME, SPLITS, image_root, read_manifest, write_manifest
 from dml.data.stats import STATS_NAME, Stats, save_stats

@@ -21,8 +21,8 @@ from typing import Literal
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from dml.data.config import DataConfig
-from dml.data.formats import RawDataset
 from dml.data.images import DECODE_ERRORS
+from dml.data.raw import RawDataset
 
 ProblemKind = Literal["missing", "not_image", "truncated", "non_rgb"]
 BAD_KINDS = frozenset({"missing", "not_image", "truncated"})

@@ -1,6 +1,7 @@
 """What every loss shares: ``forward(embeddings, labels, tuples)`` where ``tuples`` is what the
 miner gave (``Triplets``, ``PairSets`` or ``None``, as the knobs' ``consumes`` declares), its own
-parameters in their own optimiser group, and an explicit random stream."""
+parameters in their own optimiser group, and an explicit random stream. ``forward`` answers a
+batch the miner found no tuple in once, here, and hands every other batch to ``compute``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 from torch import nn
 
 from dml.losses.config import LossKnobs
+from dml.tuples import PairSets, Triplets
 
 
 class Loss(nn.Module):
@@ -38,6 +40,17 @@ class Loss(nn.Module):
             return []
         optim = self.knobs.optim  # every loss with parameters has an optim knob (tested)
         return [{"params": params, "lr": optim.learning_rate(model_lr), "weight_decay": optim.weight_decay}]
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, tuples: Triplets | PairSets | None = None) -> torch.Tensor:
+        """The loss of a batch; mined tuples, when there are none, give :meth:`zero` (a loss
+        that reads the whole batch gets ``None`` and decides itself)."""
+        if tuples is not None and len(tuples) == 0:
+            return self.zero(embeddings)
+        return self.compute(embeddings, labels, tuples)
+
+    def compute(self, embeddings: torch.Tensor, labels: torch.Tensor, tuples: Triplets | PairSets | None) -> torch.Tensor:
+        """The subclass's loss of a batch with at least one tuple (or the whole batch)."""
+        raise NotImplementedError
 
     def monitored(self) -> dict[str, float]:
         """Numbers of the loss's own state worth a per-epoch curve (margin loss: mean beta)."""

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from dml.losses.base import Loss
 from dml.losses.config import HistogramKnobs, MultiSimilarityKnobs
-from dml.miners.base import class_masks
+from dml.tuples import class_masks
 
 
 class MultiSimilarityLoss(Loss):
@@ -36,7 +36,7 @@ class MultiSimilarityLoss(Loss):
         self.epsilon = knobs.epsilon
         self.base = knobs.base
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, tuples: None = None) -> torch.Tensor:
+    def compute(self, embeddings: torch.Tensor, labels: torch.Tensor, tuples: None) -> torch.Tensor:
         x = F.normalize(embeddings, dim=1)
         sim = x @ x.T
         positive, negative = class_masks(labels.to(embeddings.device))
@@ -84,7 +84,7 @@ class HistogramLoss(Loss):
         self.nodes = knobs.nodes
         self.delta = 2.0 / (knobs.nodes - 1)
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, tuples: None = None) -> torch.Tensor:
+    def compute(self, embeddings: torch.Tensor, labels: torch.Tensor, tuples: None) -> torch.Tensor:
         x = F.normalize(embeddings, dim=1)
         rows, cols = torch.triu_indices(len(x), len(x), offset=1, device=x.device)
         sim = (x @ x.T)[rows, cols].clamp(-1.0, 1.0)

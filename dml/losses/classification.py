@@ -44,7 +44,7 @@ class NormalizedSoftmaxLoss(Loss):
         self.temperature = knobs.temperature
         self.weight = nn.Parameter(_uniform(num_classes, embed_dim, 1.0 / math.sqrt(embed_dim)))
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, tuples: None = None) -> torch.Tensor:
+    def compute(self, embeddings: torch.Tensor, labels: torch.Tensor, tuples: None) -> torch.Tensor:
         return F.cross_entropy(cosine(embeddings, self.weight) / self.temperature, labels)
 
 
@@ -70,7 +70,7 @@ class ArcFaceLoss(Loss):
         self.scale = knobs.scale
         self.weight = nn.Parameter(_uniform(num_classes, embed_dim, 1.0 / math.sqrt(embed_dim)))
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, tuples: None = None) -> torch.Tensor:
+    def compute(self, embeddings: torch.Tensor, labels: torch.Tensor, tuples: None) -> torch.Tensor:
         cos = cosine(embeddings, self.weight)
         target = cos.gather(1, labels[:, None])
         theta = torch.acos(target.clamp(-1.0 + ACOS_EPS, 1.0 - ACOS_EPS))
@@ -110,7 +110,7 @@ class SoftTripleLoss(Loss):
         bound = 1.0 / math.sqrt(total)
         self.centers = nn.Parameter(_uniform(total, embed_dim, bound).view(self.k, num_classes, embed_dim))
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, tuples: None = None) -> torch.Tensor:
+    def compute(self, embeddings: torch.Tensor, labels: torch.Tensor, tuples: None) -> torch.Tensor:
         sim = cosine(embeddings, self.centers.flatten(0, 1)).view(-1, self.k, self.num_classes)
         assignment = F.softmax(sim / self.gamma, dim=1)
         class_sim = (assignment * sim).sum(dim=1)

@@ -23,9 +23,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from dml.schema import MethodChoice, ParamOptim, Section
-
-TupleKind = Literal["triplets", "npair", "lifted"]
+from dml.schema import MethodChoice, ParamOptim, Section, TupleKind
 
 
 class LossKnobs(Section):

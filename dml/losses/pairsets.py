@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from dml.losses.base import Loss
 from dml.losses.config import AngularKnobs, LiftedKnobs, NPairKnobs
-from dml.miners.base import PairSets
+from dml.tuples import PairSets
 
 
 def masked_logsumexp(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -72,9 +72,7 @@ class LiftedLoss(Loss):
         self.margin = knobs.margin
         self.l2_weight = knobs.l2_weight
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, sets: PairSets) -> torch.Tensor:
-        if len(sets) == 0:
-            return self.zero(embeddings)
+    def compute(self, embeddings: torch.Tensor, labels: torch.Tensor, sets: PairSets) -> torch.Tensor:
         # Direct differences, not the |a|^2 + |b|^2 - 2ab expansion: exact for close pairs, and
         # cdist's backward gives a zero (not NaN) gradient at d = 0 (duplicate samples).
         d = torch.cdist(embeddings[sets.anchors], embeddings, compute_mode="donot_use_mm_for_euclid_dist")
@@ -95,9 +93,7 @@ class NPairLoss(Loss):
         super().__init__(knobs)
         self.l2_weight = knobs.l2_weight
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, sets: PairSets) -> torch.Tensor:
-        if len(sets) == 0:
-            return self.zero(embeddings)
+    def compute(self, embeddings: torch.Tensor, labels: torch.Tensor, sets: PairSets) -> torch.Tensor:
         term = npair_term(embeddings, sets.anchors, one_positive(sets), sets.negatives)
         return term + self.l2_weight * mean_norm(embeddings)
 
@@ -119,9 +115,7 @@ class AngularLoss(Loss):
         self.angular_weight = knobs.angular_weight
         self.l2_weight = knobs.l2_weight
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, sets: PairSets) -> torch.Tensor:
-        if len(sets) == 0:
-            return self.zero(embeddings)
+    def compute(self, embeddings: torch.Tensor, labels: torch.Tensor, sets: PairSets) -> torch.Tensor:
         positives = one_positive(sets)
         u = F.normalize(embeddings, dim=1)
         u_a, u_p = u[sets.anchors], u[positives]

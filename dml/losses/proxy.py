@@ -29,7 +29,7 @@ class ProxyNCALoss(Loss):
         self.scale = knobs.scale
         self.proxies = nn.Parameter(torch.randn(num_classes, embed_dim) / 8)
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, tuples: None = None) -> torch.Tensor:
+    def compute(self, embeddings: torch.Tensor, labels: torch.Tensor, tuples: None) -> torch.Tensor:
         # ||s u - s q||^2 = 2 s^2 (1 - u.q) for unit u, q
         d2 = 2.0 * self.scale**2 * (1.0 - cosine(embeddings, self.proxies))
         positive = F.one_hot(labels, d2.shape[1]).bool()
@@ -53,7 +53,7 @@ class ProxyAnchorLoss(Loss):
         self.alpha = knobs.alpha
         self.proxies = nn.Parameter(nn.init.kaiming_normal_(torch.empty(num_classes, embed_dim), mode="fan_out"))
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, tuples: None = None) -> torch.Tensor:
+    def compute(self, embeddings: torch.Tensor, labels: torch.Tensor, tuples: None) -> torch.Tensor:
         cos = cosine(embeddings, self.proxies)  # (B, C)
         positive = F.one_hot(labels, cos.shape[1]).bool()
         pos = (-self.alpha * (cos - self.margin)).masked_fill(~positive, float("-inf"))

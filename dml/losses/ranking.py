@@ -8,7 +8,7 @@ from torch import nn
 
 from dml.losses.base import Loss
 from dml.losses.config import ContrastiveKnobs, MarginKnobs, QuadrupletKnobs, SNRKnobs, TripletKnobs
-from dml.miners.base import Triplets, uniform
+from dml.tuples import Triplets, uniform
 
 
 def triplet_distances(embeddings: torch.Tensor, triplets: Triplets) -> tuple[torch.Tensor, torch.Tensor]:
@@ -30,9 +30,7 @@ class TripletLoss(Loss):
         super().__init__(knobs)
         self.margin = knobs.margin
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, triplets: Triplets) -> torch.Tensor:
-        if len(triplets) == 0:
-            return self.zero(embeddings)
+    def compute(self, embeddings: torch.Tensor, labels: torch.Tensor, triplets: Triplets) -> torch.Tensor:
         anchor = embeddings[triplets.anchors]
         d2_ap = (anchor - embeddings[triplets.positives]).pow(2).sum(1)
         d2_an = (anchor - embeddings[triplets.negatives]).pow(2).sum(1)
@@ -58,9 +56,7 @@ class MarginLoss(Loss):
     def monitored(self) -> dict[str, float]:
         return {"beta_mean": float(self.beta.detach().mean())}
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, triplets: Triplets) -> torch.Tensor:
-        if len(triplets) == 0:
-            return self.zero(embeddings)
+    def compute(self, embeddings: torch.Tensor, labels: torch.Tensor, triplets: Triplets) -> torch.Tensor:
         d_ap, d_an = triplet_distances(embeddings, triplets)
         beta = self.beta[labels[triplets.anchors]] if self.per_class else self.beta[0].expand(len(triplets))
         pos = F.relu(d_ap - beta + self.margin)
@@ -88,9 +84,7 @@ class ContrastiveLoss(Loss):
         self.pos_margin = knobs.pos_margin
         self.neg_margin = knobs.neg_margin
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, triplets: Triplets) -> torch.Tensor:
-        if len(triplets) == 0:
-            return self.zero(embeddings)
+    def compute(self, embeddings: torch.Tensor, labels: torch.Tensor, triplets: Triplets) -> torch.Tensor:
         d_ap, d_an = triplet_distances(embeddings, triplets)
         return F.relu(d_ap - self.pos_margin).mean() + F.relu(self.neg_margin - d_an).mean()
 
@@ -128,9 +122,7 @@ class QuadrupletLoss(Loss):
         fourth = torch.where(valid, scores, torch.full_like(scores, -1.0)).argmax(dim=1)
         return fourth, valid.any(dim=1)
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, triplets: Triplets) -> torch.Tensor:
-        if len(triplets) == 0:
-            return self.zero(embeddings)
+    def compute(self, embeddings: torch.Tensor, labels: torch.Tensor, triplets: Triplets) -> torch.Tensor:
         fourth, has_fourth = self.draw_fourth(labels.to(embeddings.device), triplets)
         anchor = embeddings[triplets.anchors]
         negative = embeddings[triplets.negatives]
@@ -169,9 +161,7 @@ class SNRLoss(Loss):
         self.margin = knobs.margin
         self.reg_weight = knobs.reg_weight
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, triplets: Triplets) -> torch.Tensor:
-        if len(triplets) == 0:
-            return self.zero(embeddings)
+    def compute(self, embeddings: torch.Tensor, labels: torch.Tensor, triplets: Triplets) -> torch.Tensor:
         anchor = embeddings[triplets.anchors]
         s_ap = snr_distance(anchor, embeddings[triplets.positives])
         s_an = snr_distance(anchor, embeddings[triplets.negatives])

@@ -11,8 +11,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from dml.losses.config import TupleKind
-from dml.schema import MethodChoice, Section
+from dml.schema import MethodChoice, Section, TupleKind
 
 
 class MinerKnobs(Section):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from dml.miners.base import Miner, Triplets, sample_from_mask, sample_from_weights, uniform
+from dml.miners.base import Miner
+from dml.tuples import Triplets, sample_from_mask, sample_from_weights, uniform
 
 
 def inverse_sphere_density_weights(

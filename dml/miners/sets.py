@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from dml.miners.base import Miner, PairSets, class_masks, sample_from_mask
+from dml.miners.base import Miner
+from dml.tuples import PairSets, class_masks, sample_from_mask
 
 
 def _anchors(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from dml.miners.base import Miner, Triplets, sample_from_mask
+from dml.miners.base import Miner
+from dml.tuples import Triplets, sample_from_mask
 
 
 class RandomMiner(Miner):

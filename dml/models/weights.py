@@ -18,6 +18,7 @@ import torch
 
 from dml.errors import DatasetError
 from dml.io import file_sha256
+from dml.paths import repo_root
 
 # torch.hub's HASH_REGEX (hex digits between a '-' and a '.'), with at least eight digits here, so
 # a name like "resnet-bad.pth" is not taken for a hash. A name without one is loaded unchecked
@@ -68,8 +69,6 @@ def read_weights(path: Path, url: str, model_name: str) -> LoadedWeights:
 def resolve_weights_path(weights: str | None, url: str) -> Path:
     """``model.weights``: null = the torch hub cache location of ``url``; a relative path is
     relative to the repository root (``DVC_ROOT`` inside DVC, so also in ``dvc exp run --temp``)."""
-    from dml.config import repo_root
-
     if weights is None:
         return hub_cache_path(url)
     path = Path(weights).expanduser()

@@ -27,7 +27,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
-from dml.config import PARAMS_FILE, ConfigError, apply_overrides, parse_params, read_yaml
+from dml.config import apply_overrides, parse_params, read_yaml
+from dml.errors import ConfigError
+from dml.paths import PARAMS as PARAMS_FILE
 from dml.studies.dvc_overrides import dvc_reads, hydra_parser, set_args
 
 SEED_KEY = "train.seed"

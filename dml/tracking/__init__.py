@@ -33,7 +33,8 @@ from dml.tracking.naming import (
 )
 from dml.tracking.results import METRIC_GROUPS, RESULT_TAG, model_run_key, remember_model_run, report_result
 from dml.tracking.runs import CURVE_METRICS, Tracker, TrainingRun, new_attempt, training_key
-from dml.tracking.store import TrackingError, check_reachable, tracking_uri
+from dml.errors import TrackingError
+from dml.tracking.store import check_reachable, tracking_uri
 from dml.tracking.sync import MODEL_RUN_TAG, PARENT_TAG
 
 __all__ = [

@@ -6,10 +6,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dml.config import ConfigError, load_params
+from dml.config import load_params
+from dml.errors import ConfigError, TrackingError
 from dml.paths import PARAMS
 from dml.tracking.outbox import all_outboxes, outbox_root
-from dml.tracking.store import TrackingError, tracking_uri
+from dml.tracking.store import tracking_uri
 from dml.tracking.sync import sync_all
 
 

@@ -10,7 +10,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dml.config import PARAMS_FILE, ConfigError, Params, apply_overrides, parse_params, repo_root
+from dml.config import Params, apply_overrides, parse_params
+from dml.errors import ConfigError
+from dml.paths import PARAMS as PARAMS_FILE
+from dml.paths import repo_root
 from dml.config import _flatten as flatten
 
 # Set by a sweep (pipelines/sweep.py) for the stages of its experiments: the sweep's name, the

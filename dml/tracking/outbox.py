@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from dml.config import repo_root
+from dml.paths import repo_root
 
 OUTBOX_DIR = Path(".dml/outbox")
 TERMINAL = ("FINISHED", "FAILED", "KILLED")

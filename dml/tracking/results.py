@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dml.config import Params, repo_root
+from dml.config import Params
+from dml.paths import repo_root
 from dml.io import file_sha256, read_json, write_json
 from dml.paths import MODEL_RUNS
 from dml.tracking.naming import flat_params

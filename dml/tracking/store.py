@@ -7,7 +7,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from dml.config import TrackingConfig, repo_root
+from dml.config import TrackingConfig
+from dml.errors import TrackingError
+from dml.paths import repo_root
 
 # Offline by default: no telemetry, and a remote tracking server that does not answer fails
 # fast instead of retrying for minutes (the outbox keeps the records meanwhile).
@@ -15,10 +17,6 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-
-
-class TrackingError(RuntimeError):
-    """The tracking store cannot be used (one line naming the URI)."""
 
 
 def tracking_uri(cfg: TrackingConfig) -> str:

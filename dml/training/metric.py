@@ -29,8 +29,7 @@ from dml.config import Params
 from dml.data.loading import EpochBatches, ImageSource, in_memory, train_loader
 from dml.data.stats import Stats
 from dml.device import autocast, grad_scaler, place_images, place_model, resolve_device
-from dml.config import ConfigError
-from dml.errors import TrainingError
+from dml.errors import ConfigError, TrainingError
 from dml.losses.base import Loss
 from dml.losses.registry import build_loss
 from dml.miners.registry import build_miner

@@ -1,4 +1,5 @@
-"""Saving a trained model with what is needed to rebuild it without params.yaml."""
+"""Saving a trained model with what is needed to rebuild it without params.yaml. Above
+``dml/config.py`` (it records the training config of ``Params``), so not in the models family."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ from pathlib import Path
 
 import torch
 
-from dml.config import ModelConfig, Params
+from dml.config import Params
 from dml.data.stats import Stats
 from dml.io import atomic_file, safe_load
 from dml.models import EmbeddingModel, build_model
+from dml.models.config import ModelConfig
 
 
 def save_model(path: Path, model: EmbeddingModel, params: Params, stats: Stats) -> None:
