@@ -201,12 +201,13 @@ class Tracker:
         self.outbox = Outbox(outbox_root(), key)
         self.run_id: str | None = None
         self._warned = False
-        if not self.outbox.exists():
+        new = not self.outbox.exists()
+        if self.outbox.head() is None:  # a new run, or its opening record was damaged (kept aside): recorded anew
             head = head or {"name": run_name(params), "tags": run_tags(params), "params": flat_params(params)}
             self.outbox.append("run", time=now_ms(), experiment=self.experiment, **head)
-            parent = os.environ.get(SWEEP_RUN_ENV)
-            if parent and parent != key:  # nested under the sweep's run, resolved when synced
-                self.outbox.append("link_parent", run_key=parent, experiment=self.experiment)
+        parent = os.environ.get(SWEEP_RUN_ENV)
+        if new and parent and parent != key:  # nested under the sweep's run, resolved when synced
+            self.outbox.append("link_parent", run_key=parent, experiment=self.experiment)
 
     @property
     def key(self) -> str:
@@ -316,9 +317,10 @@ def report_result(
     """Record one pipeline result; see the module docstring for which run it lands in."""
     flat = flat_params(params)
     training = Outbox(outbox_root(), training_run_key) if training_run_key else None
+    if training is not None and training.head() is None:  # gone, or its opening record damaged: no run to join
+        training = None
     reuse = (
         training is not None
-        and training.exists()
         and training.head()["experiment"] == params.tracking.experiment
         and not training.has_tag(RESULT_TAG)
         and training.head()["params"] == flat  # a param changed since training: a result of its own
@@ -328,7 +330,7 @@ def report_result(
     else:
         tracker = Tracker(params, f"result-{new_attempt()}")
         tracker.log_points([(name, value, step) for name, points in curves.items() for step, value in points])
-        if training is not None and training.exists():
+        if training is not None:
             tracker.outbox.append("link_model", run_key=training.key, experiment=training.head()["experiment"])
         elif params.tracking.log_model:
             tracker.log_artifact(model_file, "model")
