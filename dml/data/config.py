@@ -49,7 +49,7 @@ class DataConfig(Section):
     )
     sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$", description="verify the archive at data.root")
     max_unpacked_gb: float = Field(
-        20.0, gt=0, description="refuse an archive that unpacks to more than this many GB (the official ones: at most 3.5)"
+        20.0, gt=0, description="refuse an archive that unpacks to more than this many GB (the official ones: a few)"
     )
     max_compression_ratio: float = Field(
         100.0, gt=1, description="refuse an archive that unpacks to more than this many times its own size (a "
