@@ -6,9 +6,10 @@ Extraction is defensive because an archive is foreign input: a member whose path
 climbs out of the target (``../``), a link pointing outside it, or a device file stops the
 extraction with one line naming the member (tar: Python's ``filter="data"``; zip: checked here).
 So does an archive that would unpack to more than ``data.max_unpacked_gb`` or to more than
-``data.max_compression_ratio`` times its own size (a decompression bomb): zip is checked against its
-directory before anything is written, tar member by member as it unpacks (its sizes are only known
-then), so at most the limit is ever written. Files are unpacked into a temporary folder that replaces the target only when complete, and a
+``data.max_compression_ratio`` times its own size (a decompression bomb): zip is checked against
+its directory before anything is written, tar member by member as it unpacks (its sizes are only
+known then), so no more than the limit is ever written. Files are unpacked into a temporary
+folder that replaces the target only when complete (a refused archive leaves nothing), and a
 marker records the archive's size and mtime (and verified hash), so an unchanged archive is not
 unpacked again.
 """

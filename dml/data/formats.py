@@ -338,8 +338,9 @@ def _class_folders(root: Path) -> list[Path]:
         if inner[: len(outer)] == outer:
             link = second if second.is_symlink() else first
             other = first if link is second else second
-            raise DatasetError(f"data.root: class folder {link} is a link to {'the same folder as' if inner == outer else 'a folder inside or around'} "
-                               f"class folder {other}; the same images would be two classes")
+            where = "the same folder as" if inner == outer else "a folder inside or around"
+            raise DatasetError(f"data.root: class folder {link} is a link to {where} class folder {other}; the same images "
+                               "would be two classes")
     return folders
 
 
