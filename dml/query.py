@@ -5,7 +5,7 @@ with the trained model (``models/model.pt``), decoded and transformed exactly as
 treated the test images (the channels and eval transforms the model was trained with), searches
 ``index/test.faiss`` and prints the nearest gallery items (id, label, class name, path,
 distance) from the gallery embeddings and the manifest. ``--png`` draws
-the results as a retrieval gallery (borders green/red when the query is a dataset image, whose
+the results (the nearest :data:`PNG_MAX_NEIGHBOURS` at most) as a retrieval gallery (borders green/red when the query is a dataset image, whose
 class is then known; grey otherwise). Missing pipeline outputs and unreadable images are one
 line on stderr and exit code 1.
 """
@@ -13,6 +13,7 @@ line on stderr and exit code 1.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +32,11 @@ from dml.indexing import index_searcher, metric_name, read_index
 from dml.io import read_json
 from dml.paths import INDEX_FILE, INDEX_META, MODEL, PREPARED, TRAIN_CONFIG, embeddings_file, retrieval_splits
 from dml.plotting import QUERY, GalleryRow, Tile, draw_gallery
+
+# The picture's bounds: --k may ask for the whole gallery (the table lists it); a row of more
+# thumbnails is unreadable, and its canvas grows with k times the thumbnail size.
+PNG_MAX_NEIGHBOURS = 50
+MAX_THUMB_PX = 512
 
 
 @dataclass(frozen=True)
@@ -128,8 +134,12 @@ def result_rows(result: QueryResult, searcher: Searcher) -> list[GalleryRow]:
     return rows
 
 
-def write_png(result: QueryResult, searcher: Searcher, path: Path, thumb_px: int) -> None:
-    title = [f"Query results: {len(result.images)} image(s), top-{result.neighbours.positions.shape[1]} of {searcher.index.ntotal:,} test images"]
+def write_png(result: QueryResult, searcher: Searcher, path: Path, thumb_px: int) -> int:
+    """Draw the results; returns the neighbours per image it shows (at most PNG_MAX_NEIGHBOURS)."""
+    shown = min(result.neighbours.positions.shape[1], PNG_MAX_NEIGHBOURS)
+    neighbours = Neighbours(result.neighbours.positions[:, :shown], result.neighbours.distances[:, :shown])
+    result = dataclasses.replace(result, neighbours=neighbours)
+    title = [f"Query results: {len(result.images)} image(s), top-{shown} of {searcher.index.ntotal:,} test images"]
     training = searcher.root / TRAIN_CONFIG
     meta = searcher.root / INDEX_META
     if training.is_file() and meta.is_file():
@@ -137,20 +147,25 @@ def write_png(result: QueryResult, searcher: Searcher, path: Path, thumb_px: int
     title.append(f"Border: green = same class as the query, red = another, grey = query class unknown. "
                  f"Under each image: class, {distance_name(result.metric)}.")
     draw_gallery(result_rows(result, searcher), path, title, thumb_px)
+    return shown
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    def positive(text: str) -> int:
+    def positive(text: str, most: int | None = None) -> int:
         value = int(text)
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+        if value < 1 or (most is not None and value > most):
+            raise argparse.ArgumentTypeError(f"must be >= 1{f' and <= {most}' if most else ''}, got {value}")
         return value
+
+    def thumb_side(text: str) -> int:
+        return positive(text, MAX_THUMB_PX)
 
     parser = argparse.ArgumentParser(prog="python -m dml.query", description=__doc__.split("\n\n")[0])
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files to query with")
     parser.add_argument("--k", type=positive, default=10, help="neighbours per image (default 10)")
     parser.add_argument("--png", type=Path, help="also draw the results as a gallery PNG here")
-    parser.add_argument("--thumb-px", type=positive, default=64, help="thumbnail side in the PNG (default 64)")
+    parser.add_argument("--thumb-px", type=thumb_side, default=64,
+                        help=f"thumbnail side in the PNG (default 64, at most {MAX_THUMB_PX})")
     parser.add_argument("--root", type=Path, default=Path("."), help="the pipeline's repository root (default: cwd)")
     return parser.parse_args(argv)
 
@@ -162,8 +177,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = searcher.query(args.images, args.k)
         print(format_results(result, searcher))
         if args.png is not None:
-            write_png(result, searcher, args.png, args.thumb_px)
-            print(f"\nwrote {args.png}")
+            shown = write_png(result, searcher, args.png, args.thumb_px)
+            found = result.neighbours.positions.shape[1]
+            capped = f" (the nearest {shown} of {found} neighbours per image: the picture shows at most {PNG_MAX_NEIGHBOURS})"
+            print(f"\nwrote {args.png}" + (capped if found > shown else ""))
     except (DatasetError, OSError) as err:  # OSError: the PNG cannot be written
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -41,7 +41,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from dml.config import parse_params
 from dml.studies.aggregate import aggregate, show_table
 from dml.studies.experiments import Experiment, ExperimentsError, list_experiments
-from dml.studies.sweep import Plan, SweepError, parse_assignment, plan
+from dml.studies.sweep import Plan, Progress, SweepError, parse_assignment, plan
 from dml.tracking import SWEEP_BASE_ENV, SWEEP_ENV, SWEEP_RUN_ENV, VARIANT_ENV, Tracker, source_commit
 from pipelines._process import dvc_command, stream
 
@@ -177,6 +177,20 @@ def sweep_flow(sweep_file: str, overrides: dict | None = None, name: str | None 
     return {run.exp_name: outcome[run.exp_name] for run in sweep.runs}
 
 
+def progress_lines(every_s: float = 5.0) -> Progress:
+    """Print "checked N of M runs" to stderr at most every ``every_s`` seconds: checking a large
+    sweep takes a while, and it says so rather than sit silent."""
+    last = time.monotonic()
+
+    def report(done: int, total: int) -> None:
+        nonlocal last
+        if done < total and time.monotonic() - last >= every_s:
+            print(f"checked {done:,} of {total:,} runs ...", file=sys.stderr, flush=True)
+            last = time.monotonic()
+
+    return report
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep", help="sweep file, e.g. sweeps/rho.yaml (relative to --root)")
@@ -197,7 +211,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         overrides = dict(parse_assignment(text) for text in args.set)
         only = [v.strip() for v in args.only.split(",") if v.strip()] if args.only else None
-        sweep = plan(args.sweep, overrides=overrides, name=args.name, concurrency=args.concurrency, only=only)  # before anything runs, and before Prefect starts
+        sweep = plan(args.sweep, overrides=overrides, name=args.name, concurrency=args.concurrency, only=only,
+                     progress=progress_lines())  # before anything runs, and before Prefect starts
         if args.check or args.show or args.report:
             experiments = list_experiments(".")
     except (SweepError, ExperimentsError) as err:

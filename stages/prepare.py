@@ -21,7 +21,7 @@ from typing import Any
 from PIL import Image, features
 
 from dml.config import Params
-from dml.data.archive import resolve_root
+from dml.data.archive import Limits, resolve_root
 from dml.data.config import DataConfig
 from dml.data.formats import FORMATS
 from dml.data.glyphs import generate_glyphs
@@ -72,7 +72,7 @@ def read_real(cfg: DataConfig, extracted: Path = EXTRACTED) -> tuple[RawDataset,
     """archive -> folder -> reader -> image checks -> policies -> unusable classes dropped.
     Returns the dataset and its report; raises (after writing the report to PREPARE_ERRORS) when
     a policy says error."""
-    root = resolve_root(Path(cfg.root), cfg.sha256, extracted)
+    root = resolve_root(Path(cfg.root), cfg.sha256, extracted, Limits.of(cfg), file_ok=cfg.name == "manifest")
     dataset = FORMATS[cfg.name](root, cfg)
     checked = len(dataset)
     problems = check_images(dataset.image_root, dataset.paths, cfg.check_workers)

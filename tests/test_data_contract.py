@@ -103,6 +103,7 @@ def run(tmp_path: Path, **cfg: object) -> Path:
     return out
 
 
+@pytest.mark.integration
 def test_stage_round_trip_without_cache_points_at_the_prepared_images(tmp_path, monkeypatch, capsys):
     """The default (glyph) config: no copies, relative paths only, exact stats of the PNGs."""
     monkeypatch.chdir(tmp_path)

@@ -285,6 +285,7 @@ def run_prepare(repo: Path, monkeypatch, **data) -> tuple[pa.Table, dict, dict]:
     return table, json.loads((PREPARED / "dataset.json").read_text()), json.loads((PREPARED / "report.json").read_text())
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("suffix", [".tgz", ".zip"])
 def test_archive_is_verified_extracted_once_and_prepared(tmp_path, monkeypatch, suffix):
     source = mini.write_cub200(tmp_path / "download")
@@ -414,6 +415,7 @@ def damaged_cub(root: Path, damages: dict[tuple[int, int], str], per_class: int 
 BAD = {(3, 0): "corrupt", (120, 1): "truncated", (7, 2): "missing"}
 
 
+@pytest.mark.integration
 def test_bad_files_error_names_the_first_and_keeps_previous_output(tmp_path, monkeypatch):
     raw = tmp_path / "data" / "raw"
     damaged_cub(raw, {})
@@ -433,6 +435,7 @@ def test_bad_files_error_names_the_first_and_keeps_previous_output(tmp_path, mon
     assert (PREPARED / "manifest.parquet").read_bytes() == before
 
 
+@pytest.mark.integration
 def test_bad_files_skipped_and_reported(tmp_path, monkeypatch):
     damaged = damaged_cub(tmp_path, BAD)
     table, info, report = run_prepare(tmp_path, monkeypatch, name="cub200", root=str(tmp_path), on_bad_image="skip")
@@ -445,6 +448,7 @@ def test_bad_files_skipped_and_reported(tmp_path, monkeypatch):
 NON_RGB = {(2, 0): "grayscale", (5, 1): "cmyk", (110, 0): "palette", (111, 2): "rgba"}
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("policy", ["convert", "skip", "error"])
 def test_non_rgb_policies(tmp_path, monkeypatch, policy):
     damaged_cub(tmp_path, NON_RGB)
@@ -458,6 +462,7 @@ def test_non_rgb_policies(tmp_path, monkeypatch, policy):
     assert table.num_rows == (600 if policy == "convert" else 596)
 
 
+@pytest.mark.integration
 def test_class_left_without_a_positive_is_dropped(tmp_path, monkeypatch):
     damaged_cub(tmp_path, {(5, 0): "corrupt", (150, 1): "truncated"}, per_class=2)
     table, info, report = run_prepare(tmp_path, monkeypatch, name="cub200", root=str(tmp_path), on_bad_image="skip")
@@ -469,6 +474,7 @@ def test_class_left_without_a_positive_is_dropped(tmp_path, monkeypatch):
     ]
 
 
+@pytest.mark.integration
 def test_inshop_query_without_gallery_is_dropped(tmp_path, monkeypatch):
     base = mini.write_inshop(tmp_path, train_items=4, eval_items=4, per_item=3)
     for path in (base / "img").rglob("id_00000015/0[23]_1_front.jpg"):
@@ -483,6 +489,7 @@ def test_inshop_query_without_gallery_is_dropped(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", ["sop", "cars196", "imagefolder"])
 def test_prepared_manifest_points_at_the_raw_folder_relatively(tmp_path, monkeypatch, name):
     writer = {"sop": mini.write_sop, "cars196": mini.write_cars196, "imagefolder": mini.write_imagefolder}[name]
@@ -500,6 +507,7 @@ def test_prepared_manifest_points_at_the_raw_folder_relatively(tmp_path, monkeyp
         assert table.column("id").to_pylist() == list(range(1, table.num_rows + 1))
 
 
+@pytest.mark.integration
 def test_prepare_with_absolute_root_keeps_it_absolute(tmp_path, monkeypatch):
     base = mini.write_sop(tmp_path / "elsewhere")
     (tmp_path / "repo").mkdir()
@@ -507,12 +515,14 @@ def test_prepare_with_absolute_root_keeps_it_absolute(tmp_path, monkeypatch):
     assert info["image_root"] == str(base)
 
 
+@pytest.mark.integration
 def test_too_few_classes_for_the_protocol_is_one_line(tmp_path, monkeypatch):
     mini.write_cub200(tmp_path, classes=100)
     with pytest.raises(DatasetError, match=r"^data.root: cub200 at .* has no 'test' images"):
         run_prepare(tmp_path, monkeypatch, name="cub200", root=str(tmp_path))
 
 
+@pytest.mark.integration
 def test_glyphs_get_a_val_split_too(tmp_path, monkeypatch):
     table, info, report = run_prepare(tmp_path, monkeypatch, val_classes=0.34, glyphs={"max_classes": 12, "samples_per_class": 2})
     assert info["image_root"] == "." and report == {"dataset": "glyphs", "checked": 0, "files": [], "classes": []}

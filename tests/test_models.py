@@ -556,6 +556,7 @@ def test_models_registry_and_embedding_model_type():
     assert torch.equal(model.std, torch.tensor(STD1).view(1, -1, 1, 1))
 
 
+@pytest.mark.integration
 def test_model_config_is_torch_free():
     """Reference: the schema's promise (dml/schema.py): validating params imports no torch."""
     import subprocess

@@ -28,7 +28,7 @@ TINY = {
     "eval": {"kmeans_iters": 5},
 }
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:

@@ -30,7 +30,7 @@ TINY = {
 }
 OUTPUTS = ["models", "index", "embeddings", "configs", "data/prepared"]
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:

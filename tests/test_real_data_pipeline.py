@@ -13,7 +13,7 @@ import pytest
 from miniatures import write_cub200_glyphs
 from test_pipeline import run, set_params, tiny_project
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 CUB_PARAMS = {
     "data": {"name": "cub200", "val_classes": 0.1},

@@ -118,7 +118,7 @@ def _run_stage_in_process(repo: Path, stage: str) -> tuple[int, str]:
     return code, err.getvalue()
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_malformed_params_give_one_line_and_change_no_output(built, monkeypatch):
     """Reference: the contract of stages/_common.py: for each of the variants, every stage that
     runs exits 1 with exactly one stderr line naming the key, and no output file changes (but
@@ -206,7 +206,7 @@ def fresh(built, tmp_path) -> Path:
     return repo
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize("fault", [KILL_DURING_FIRST_EPOCH, KILL_AFTER_CHECKPOINT], ids=["first-epoch", "after-checkpoint"])
 def test_sigkilled_training_rerun_matches_uninterrupted_and_record_is_complete(fresh, fault):
     """Reference: an uninterrupted training of the same params in the same repository: after a
@@ -232,7 +232,7 @@ def test_sigkilled_training_rerun_matches_uninterrupted_and_record_is_complete(f
     assert not (fresh / "checkpoints/train.pt").exists()
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_killed_then_rerun_with_changed_param_never_mixes_records(fresh):
     """Reference: the labelling contract: a run killed after epoch 2 and rerun with optim.lr
     changed leaves the killed run KILLED with the old lr and its own epochs, and a new run with

@@ -113,6 +113,7 @@ def test_every_bad_variant_is_one_line_before_anything_runs(tmp_path):
     assert lines[3].startswith("variant 'pair' (seed 0): miner.name: loss.name='arcface' with miner.name='distance'")
 
 
+@pytest.mark.integration
 def test_check_command_exits_1_with_one_line_per_bad_variant(tmp_path):
     """The CLI validates before Prefect or DVC start: exit 1, the lines on stderr, nothing else."""
     write(tmp_path / "sweeps/bad.yaml", """\
@@ -433,7 +434,7 @@ TINY_SWEEP = """\
     """
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_sweep_runs_resumes_reports_and_tracks(tmp_path):
     """A 2 variants x 2 seeds sweep of DVC experiments: all four run (params.yaml byte-identical
     afterwards), their metrics are the stub's formulas, the report holds the hand-computed table;
@@ -490,7 +491,7 @@ def test_sweep_runs_resumes_reports_and_tracks(tmp_path):
     assert (repo / "params.yaml").read_bytes() == before
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_failures_are_reported_and_only_transient_ones_retried(tmp_path):
     """One variant fails in its stage (a params-level failure the validation cannot see): it is
     reported, tried once, and the other variant still runs; a first attempt that fails like a

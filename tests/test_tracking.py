@@ -236,7 +236,7 @@ def _stop_server(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_loopback_server_killed_and_restarted_during_training(store, monkeypatch, capsys):
     """Reference: a real MLflow server on loopback, killed after epoch 1 and restarted after
     epoch 3 of a 5-epoch training: every curve point arrives exactly once, the run is FINISHED,
@@ -313,6 +313,7 @@ def _merged(base: dict, changes: dict) -> dict:
 COMMITTED = {"train": {"epochs": 15}, "loss": {"triplet": {"margin": 0.3}}, "eval": {"kmeans_iters": 5}}
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("changes", "name", "variant"),
     [
@@ -350,6 +351,7 @@ def test_run_name_and_variant_say_what_differs_from_the_committed_params(tmp_pat
     assert (tags["dml.variant"], tags["dml.sweep"], tags["mlflow.source.name"]) == ("v1", "study", "dvc.yaml:train")
 
 
+@pytest.mark.integration
 def test_a_sweep_runs_name_says_its_variant_not_the_sweeps_common_overrides(tmp_path, monkeypatch):
     """Reference: COMMITTED plus the sweep's base (DML_SWEEP_BASE, as pipelines/sweep.py sets it):
     the condition every run of the sweep shares is in the sweep's own run, not in each name."""
@@ -370,6 +372,7 @@ def test_a_sweep_runs_name_says_its_variant_not_the_sweeps_common_overrides(tmp_
     assert run_tags(params)["dml.variant"] == "p0.2"
 
 
+@pytest.mark.integration
 def test_run_name_is_relative_to_the_experiments_baseline_commit(tmp_path, monkeypatch):
     """Reference: the params.yaml of the commit in DVC_EXP_BASELINE_REV (what a DVC experiment was
     run from, also when HEAD has moved on), else of HEAD."""
@@ -389,6 +392,7 @@ def test_run_name_is_relative_to_the_experiments_baseline_commit(tmp_path, monke
     assert run_name(params) == "seed=3"
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("repository", ["none", "no params.yaml", "invalid params.yaml"])
 def test_run_name_falls_back_to_the_schema_defaults(tmp_path, monkeypatch, repository):
     """Reference: the schema's defaults (parse_params({}): train.epochs 6, eval.kmeans_iters 100)
@@ -411,6 +415,7 @@ def test_run_name_falls_back_to_the_schema_defaults(tmp_path, monkeypatch, repos
     assert run_name(parse_params({})) == "seed=0"
 
 
+@pytest.mark.integration
 def test_default_run_of_this_project_is_named_by_its_seed_alone(tmp_path, monkeypatch):
     """Reference: this repository's params.yaml as committed at HEAD: run as committed, the name
     is the seed alone; one `-S loss.name=arcface` names just that."""

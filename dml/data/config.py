@@ -50,6 +50,13 @@ class DataConfig(Section):
         "(.tgz/.tar/.tar.gz/.zip); for manifest: the CSV/Parquet file. Unused by glyphs",
     )
     sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$", description="verify the archive at data.root")
+    max_unpacked_gb: float = Field(
+        20.0, gt=0, description="refuse an archive that unpacks to more than this many GB (the official ones: a few)"
+    )
+    max_compression_ratio: float = Field(
+        100.0, gt=1, description="refuse an archive that unpacks to more than this many times its own size (a "
+        "decompression bomb; image datasets barely compress)"
+    )
     seed: int = Field(0, ge=0)
     train_fraction: float = Field(
         0.5, gt=0.0, lt=1.0, description="share of the classes that train (glyphs, imagefolder, manifest without split)"

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from dml.config import read_yaml
+from dml.config import apply_overrides, read_yaml
 
 
 def _has_key(raw: dict[str, Any], key: str) -> bool:
@@ -64,3 +64,27 @@ def dvc_reads(params_file: Path, args: list[str]) -> dict[str, Any]:
         copy_path.write_bytes(params_file.read_bytes())
         dvc_apply(copy_path, args[1::2])
         return read_yaml(copy_path)
+
+
+def dotted_get(raw: dict[str, Any], key: str) -> Any:
+    """``raw[a][b]`` for the key ``a.b`` (None where a part is missing)."""
+    node: Any = raw
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def misread_override(params_path: Path, raw: dict[str, Any], key: str, value: Any, parser) -> str | None:
+    """Why DVC's ``-S`` would not set ``key`` to ``value`` in ``params_path`` (and nothing else),
+    or None. Each override is spelled and read the same in every run, so :func:`plan` asks once
+    per distinct override, not once per run."""
+    arg = set_args(raw, {key: value}, parser)
+    try:
+        read = dvc_reads(params_path, arg)
+    except Exception as err:  # noqa: BLE001 - DVC's InvalidArgumentError and Hydra's own
+        return f"dvc exp run {' '.join(arg)}: {err}"
+    if dotted_get(read, key) != value:
+        return f"{key}: DVC's -S reads {dotted_get(read, key)!r}, the sweep means {value!r}"
+    if read != apply_overrides(raw, {key: value}):
+        return f"{key}: DVC's -S changes params.yaml beyond the override"
+    return None

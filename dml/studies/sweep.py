@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,11 +31,13 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from dml.config import apply_overrides, parse_params, read_yaml
 from dml.errors import ConfigError
 from dml.paths import PARAMS as PARAMS_FILE
-from dml.studies.dvc_overrides import dvc_reads, hydra_parser, set_args
+from dml.studies.dvc_overrides import hydra_parser, misread_override, set_args
 
 SEED_KEY = "train.seed"
-# Experiment names become git refs (refs/exps/.../<name>): a conservative subset of git's rules.
-NAME_PATTERN = r"[A-Za-z0-9](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?"
+# Experiment names become git refs (refs/exps/.../<name>): a conservative subset of git's rules
+# (no "..": a dot is always followed by another character than a dot).
+NAME_PATTERN = r"[A-Za-z0-9](?:(?:[A-Za-z0-9_-]|\.[A-Za-z0-9_-])*\.?[A-Za-z0-9_])?"
+NAME_RULE = "letters, digits, '_', '.', '-'; no leading '-' or '.', no trailing '-' or '.', no '..'"
 Name = Annotated[str, StringConstraints(pattern=f"^{NAME_PATTERN}$", max_length=80)]
 KEY_PATTERN = r"[A-Za-z_]\w*(?:\.\w+)+"  # a dotted params key: section.key[.key ...]
 Key = Annotated[str, StringConstraints(pattern=f"^{KEY_PATTERN}$")]
@@ -144,7 +147,7 @@ def load_sweep(path: Path | str) -> SweepSpec:
             msg = "unknown key"
         elif first["type"] == "string_pattern_mismatch":
             msg = f"{first['input']!r} is not a dotted params key (section.key)" if first["loc"][-1] == "[key]" else \
-                f"{first['input']!r} is not a valid name (letters, digits, '_', '.', '-'; no leading '-' or '.')"
+                f"{first['input']!r} is not a valid name ({NAME_RULE})"
         elif "input" in first and not isinstance(first["input"], dict):
             msg = f"{msg} (got {first['input']!r})"
         loc = _loc(first["loc"])
@@ -194,7 +197,7 @@ def with_condition(spec: SweepSpec, overrides: dict[str, Any] | None = None, nam
     if not overrides and name is None and concurrency is None:
         return spec
     if name is not None and not re.fullmatch(NAME_PATTERN, name):
-        raise SweepError(f"--name {name!r}: not a valid sweep name (letters, digits, '_', '.', '-'; no leading '-' or '.')")
+        raise SweepError(f"--name {name!r}: not a valid sweep name ({NAME_RULE})")
     raw = {**spec.model_dump(exclude_none=True), "base": {**spec.base, **(overrides or {})}, "name": name or spec.name,
            "concurrency": concurrency or spec.concurrency}
     try:
@@ -218,12 +221,16 @@ def parse_assignment(text: str) -> tuple[str, Any]:
         raise SweepError(f"--set {text!r}: the value is not valid YAML ({err})") from None
 
 
+Progress = Callable[[int, int], None]  # (runs checked, runs in all)
+
+
 def plan(sweep_path: Path | str, params_path: Path | str = PARAMS_FILE, overrides: dict[str, Any] | None = None,
-         name: str | None = None, concurrency: int | None = None, only: list[str] | None = None) -> Plan:
+         name: str | None = None, concurrency: int | None = None, only: list[str] | None = None,
+         progress: Progress | None = None) -> Plan:
     """Load the sweep (under the condition ``overrides`` / ``name``, see :func:`with_condition`;
     ``only``: these variants alone, a subset with the same experiment names) and validate every run
     against ``params_path``; raises :class:`SweepError` with one line per bad variant (its first
-    bad run)."""
+    bad run). ``progress`` is called now and then while a large sweep is checked."""
     sweep_path, params_path = Path(sweep_path), Path(params_path)
     spec = with_condition(load_sweep(sweep_path), overrides, name, concurrency)
     runs = expand(spec)
@@ -243,7 +250,10 @@ def plan(sweep_path: Path | str, params_path: Path | str = PARAMS_FILE, override
     errors: dict[str, str] = {}
     params: dict[str, dict[str, Any]] = {}
     args: dict[str, list[str]] = {}
-    for run in runs:
+    misread: dict[str, str | None] = {}  # one override's -S argument -> why DVC misreads it
+    for done, run in enumerate(runs):
+        if progress is not None and done % 500 == 0:
+            progress(done, len(runs))
         if run.variant in errors:
             continue
         label = f"{sweep_path}: variant {run.variant!r} (seed {run.seed})"
@@ -256,22 +266,14 @@ def plan(sweep_path: Path | str, params_path: Path | str = PARAMS_FILE, override
         args[run.exp_name] = set_args(raw, run.overrides, parser)
         params[run.exp_name] = expected
         if run.seed == spec.seeds[0]:  # the overrides' spelling is the same for every seed
-            try:
-                read = dvc_reads(params_path, args[run.exp_name])
-            except Exception as err:  # noqa: BLE001 - DVC's InvalidArgumentError and Hydra's own
-                errors[run.variant] = f"{label}: dvc exp run {' '.join(args[run.exp_name])}: {err}"
-                continue
-            if read != expected:
-                wrong = next((k for k in run.overrides if _get(read, k) != _get(expected, k)), None)
-                errors[run.variant] = (f"{label}: {wrong}: DVC's -S reads {_get(read, wrong)!r}, the sweep means {_get(expected, wrong)!r}"
-                                       if wrong else f"{label}: DVC's -S changes params.yaml beyond the overrides")
+            for (key, value), arg in zip(run.overrides.items(), args[run.exp_name][1::2]):
+                if arg not in misread:
+                    misread[arg] = misread_override(params_path, raw, key, value, parser)
+                if misread[arg]:
+                    errors[run.variant] = f"{label}: {misread[arg]}"
+                    break
+    if progress is not None:
+        progress(len(runs), len(runs))
     if errors:
         raise SweepError(list(errors.values()))
     return Plan(sweep_path, spec, runs, params, args)
-
-
-def _get(raw: dict[str, Any], key: str) -> Any:
-    node: Any = raw
-    for part in key.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node

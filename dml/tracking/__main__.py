@@ -24,6 +24,9 @@ def main() -> None:
         pending = [o.key for o in all_outboxes(root) if o.pending()]
         if args.command == "status":
             print(f"{len(pending)} run(s) with records waiting for {uri}" + "".join(f"\n  {k}" for k in pending))
+            kept = sorted(root.glob("*.quarantine")) if root.is_dir() else []
+            if kept:
+                print(f"damaged records kept aside (not synced): {', '.join(str(p) for p in kept)}")
             return
         done = sync_all(uri, root)
     except (ConfigError, TrackingError) as err:

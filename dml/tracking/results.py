@@ -52,9 +52,10 @@ def report_result(
     """Record one pipeline result; see :mod:`dml.tracking` for which run it lands in."""
     flat = flat_params(params)
     training = Outbox(outbox_root(), training_run_key) if training_run_key else None
+    if training is not None and training.head() is None:  # gone, or its opening record damaged: no run to join
+        training = None
     reuse = (
         training is not None
-        and training.exists()
         and training.head()["experiment"] == params.tracking.experiment
         and not training.has_tag(RESULT_TAG)
         and training.head()["params"] == flat  # a param changed since training: a result of its own
@@ -64,7 +65,7 @@ def report_result(
     else:
         tracker = Tracker(params, f"result-{new_attempt()}")
         tracker.log_points([(name, value, step) for name, points in curves.items() for step, value in points])
-        if training is not None and training.exists():
+        if training is not None:
             tracker.outbox.append("link_model", run_key=training.key, experiment=training.head()["experiment"])
         elif params.tracking.log_model:
             tracker.log_artifact(model_file, "model")

@@ -53,12 +53,13 @@ class Tracker:
         self.outbox = Outbox(outbox_root(), key)
         self.run_id: str | None = None
         self._warned = False
-        if not self.outbox.exists():
+        new = not self.outbox.exists()
+        if self.outbox.head() is None:  # a new run, or its opening record was damaged (kept aside): recorded anew
             head = head or {"name": run_name(params), "tags": run_tags(params), "params": flat_params(params)}
             self.outbox.append("run", time=now_ms(), experiment=self.experiment, **head)
-            parent = os.environ.get(SWEEP_RUN_ENV)
-            if parent and parent != key:  # nested under the sweep's run, resolved when synced
-                self.outbox.append("link_parent", run_key=parent, experiment=self.experiment)
+        parent = os.environ.get(SWEEP_RUN_ENV)
+        if new and parent and parent != key:  # nested under the sweep's run, resolved when synced
+            self.outbox.append("link_parent", run_key=parent, experiment=self.experiment)
 
     @property
     def key(self) -> str:

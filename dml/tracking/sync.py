@@ -84,7 +84,7 @@ def _apply(client, outbox: Outbox, run_id: str, record: dict[str, Any], in_doubt
         # the sweep's keeps being written while its experiments run: sync it first if needed.
         parent = Outbox(outbox.root, record["run_key"])
         found = find_run(client, experiment_id(client, record["experiment"]), parent.key)
-        parent_id = found.info.run_id if found is not None else sync_outbox(client, parent) if parent.exists() else None
+        parent_id = found.info.run_id if found is not None else sync_outbox(client, parent) if parent.head() is not None else None
         if parent_id is not None:
             client.set_tag(run_id, PARENT_TAG, parent_id)
     elif op == "status":
@@ -92,8 +92,6 @@ def _apply(client, outbox: Outbox, run_id: str, record: dict[str, Any], in_doubt
             client.update_run(run_id, status="RUNNING")
         else:
             client.set_terminated(run_id, status=record["status"], end_time=record["time"])
-    else:
-        raise ValueError(f"{outbox.path}: unknown record op {op!r}")
 
 
 def sync_outbox(client, outbox: Outbox) -> str:
@@ -105,7 +103,7 @@ def sync_outbox(client, outbox: Outbox) -> str:
         except BlockingIOError:
             raise Locked(outbox.key) from None
         records = outbox.records()
-        head = records[0]
+        head = outbox.head()  # callers check that there is one (Outbox.pending)
         exp = experiment_id(client, head["experiment"])
         run = find_run(client, exp, outbox.key)
         if run is None:
@@ -113,8 +111,9 @@ def sync_outbox(client, outbox: Outbox) -> str:
             run = client.create_run(exp, start_time=head["time"], tags=tags)
         run_id = run.info.run_id
         synced = int(run.data.tags.get(SYNCED_TAG, "-1"))
-        for record in records[synced + 1 :]:
-            _apply(client, outbox, run_id, record, in_doubt=record["seq"] == synced + 1)
+        # The first record after the tag is the one in doubt (a damaged record kept aside is skipped).
+        for position, record in enumerate(r for r in records if r["seq"] > synced):
+            _apply(client, outbox, run_id, record, in_doubt=position == 0)
             client.set_tag(run_id, SYNCED_TAG, str(record["seq"]))
         outbox.mark_synced(records[-1]["seq"])
         shutil.rmtree(outbox.files, ignore_errors=True)  # artifact snapshots are in MLflow now
