@@ -1,24 +1,28 @@
-"""The default run from configure to report with the old per-epoch monitoring (every test image
-queries the whole test split after every epoch) against the new (a fixed seeded sample of
-``monitor.queries`` queries against the whole test split), measured in one run.
+"""The default run from configure to report before and after the monitoring change, in one run.
 
-Each mode runs the pipeline's stage commands (dvc.yaml, configure .. report, in order) in its own
-copy of the working tree that shares this repository's prepared and preprocessed data, so
-neither mode reads the other's outputs. Prints the seconds per stage and in total, the ratio
-new/old (target <= 0.65), and the final R@1 and model hash of both: monitoring never touches the
-weights, so they must be identical.
+Old: the code of ``--old`` (default: the commit before the refactor), whose training embedded all
+11,240 test images and ran an exact kNN with every one of them as a query after every epoch. New:
+this working tree, which monitors ``monitor.queries`` fixed seeded queries against the whole test
+split every ``monitor.every`` epochs. Each runs the pipeline's stage commands (its dvc.yaml,
+configure .. report, in order) in its own copy of the code that shares this repository's prepared
+and preprocessed data, so neither reads the other's outputs. Prints the seconds per stage and in
+total, the ratio new/old (target <= 0.65), and the final R@1 and model hash of both: monitoring
+never touches the weights, so they must be identical.
 
-Usage: ``python benchmarks/default_run.py`` after ``dvc repro preprocess``; the whole machine
-should be quiet (it takes about 2 x 4 minutes on 2 cores).
+Usage: ``python benchmarks/default_run.py [--old REV]`` after ``dvc repro preprocess``, on a quiet
+machine (about 7 + 5 minutes on 2 cores).
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
+import io
 import json
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -27,34 +31,32 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ("data/prepared", "data/preprocessed")
-MODES = {"old": {"queries": 0, "every": 1}, "new": None}  # None: params.yaml as committed
+BEFORE_REFACTOR = "f584b8d"
 
 
-def stage_order() -> list[str]:
-    stages = list(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
-    return stages[stages.index("configure"):]
-
-
-def workspace(base: Path, monitor: dict | None) -> Path:
-    """A copy of the tracked files with the shared data linked in and ``monitor`` set."""
-    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, check=True, capture_output=True, text=True).stdout.split()
-    for name in tracked:
-        if (ROOT / name).is_file():
-            (base / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, base / name)
+def checkout(base: Path, rev: str | None) -> Path:
+    """The code of ``rev`` (None: this working tree's tracked files) with the shared data linked in."""
+    base.mkdir(parents=True)
+    if rev is None:
+        tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, check=True, capture_output=True, text=True).stdout.split()
+        for name in tracked:
+            if (ROOT / name).is_file():
+                (base / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / name, base / name)
+    else:
+        archive = subprocess.run(["git", "archive", rev], cwd=ROOT, check=True, capture_output=True).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(base, filter="data")
     for name in SHARED_DATA:
         (base / name).parent.mkdir(parents=True, exist_ok=True)
         (base / name).symlink_to(ROOT / name, target_is_directory=True)
-    if monitor is not None:
-        params = yaml.safe_load((base / "params.yaml").read_text())
-        params["monitor"] = monitor
-        (base / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return base
 
 
-def run_mode(base: Path) -> dict:
+def run_pipeline(base: Path) -> dict:
+    stages = list(yaml.safe_load((base / "dvc.yaml").read_text())["stages"])
     seconds = {}
-    for stage in stage_order():
+    for stage in stages[stages.index("configure"):]:
         started = time.perf_counter()
         subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=base, check=True, capture_output=True)
         seconds[stage] = time.perf_counter() - started
@@ -64,24 +66,26 @@ def run_mode(base: Path) -> dict:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--old", default=BEFORE_REFACTOR, help="the revision with the old monitoring")
+    args = parser.parse_args()
     missing = [name for name in SHARED_DATA if not (ROOT / name).is_dir()]
     if missing:
         raise SystemExit(f"{', '.join(missing)} missing: run `dvc repro preprocess` first")
-    results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for mode, monitor in MODES.items():
-            results[mode] = run_mode(workspace(Path(tmp) / mode, monitor))
-            print(f"{mode}: {sum(results[mode]['seconds'].values()):.1f} s", flush=True)
-    old, new = results["old"], results["new"]
+        old = run_pipeline(checkout(Path(tmp) / "old", args.old))
+        print(f"old ({args.old}): {sum(old['seconds'].values()):.1f} s", flush=True)
+        new = run_pipeline(checkout(Path(tmp) / "new", None))
+        print(f"new (working tree): {sum(new['seconds'].values()):.1f} s", flush=True)
     print(f"{'stage':<10} {'old s':>8} {'new s':>8}")
     for stage in old["seconds"]:
-        print(f"{stage:<10} {old['seconds'][stage]:8.1f} {new['seconds'][stage]:8.1f}")
+        print(f"{stage:<10} {old['seconds'][stage]:8.1f} {new['seconds'].get(stage, float('nan')):8.1f}")
     total_old, total_new = sum(old["seconds"].values()), sum(new["seconds"].values())
     print(f"{'total':<10} {total_old:8.1f} {total_new:8.1f}")
     print(f"ratio new/old: {total_new / total_old:.3f} (target <= 0.65)")
     print(f"R@1 old {old['recall_at_1']!r}, new {new['recall_at_1']!r}; model md5 old {old['model_md5']}, new {new['model_md5']}")
-    print("identical model and R@1" if old["model_md5"] == new["model_md5"] and old["recall_at_1"] == new["recall_at_1"]
-          else "MODEL OR R@1 DIFFERS")
+    same = old["model_md5"] == new["model_md5"] and old["recall_at_1"] == new["recall_at_1"]
+    print("identical model and R@1" if same else "MODEL OR R@1 DIFFERS")
 
 
 if __name__ == "__main__":

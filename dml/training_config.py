@@ -41,7 +41,7 @@ class MonitorConfig(Section):
         1000, ge=0, description="test Recall@1 of a fixed seeded sample of this many test queries against every test image "
         "(an unbiased estimate of the full number; the evaluate stage computes it exactly); 0 = every test image"
     )
-    every: int = Field(1, ge=1, description="monitor every N epochs (and after the last)")
+    every: int = Field(3, ge=1, description="monitor every N epochs (and after the last)")
 
 
 class PretrainConfig(Section):

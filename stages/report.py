@@ -58,7 +58,7 @@ def plot_curves(curves: dict[str, list[tuple[int, float]]]) -> None:
 
 # (panel title, [(curve column, legend)], y label) of the spectrum-over-training figure
 SPECTRUM_PANELS = [
-    ("test Recall@1", [("test_recall_at_1", "R@1")], "Recall@1"),
+    ("test Recall@1 (monitor.queries sampled queries)", [("test_recall_at_1", "R@1")], "Recall@1"),
     ("spectral decay rho (lower: flatter)", [("train_rho", "rho"), ("train_rho_skip1", "rho, largest value dropped (paper)")], "KL(U || s)"),
     ("embedding density", [("train_pi_ratio", "pi_ratio")], "pi_intra / pi_inter"),
     ("top singular values", [("train_sv1", "1st"), ("train_sv2", "2nd"), ("train_sv3", "3rd")], "share of the spectrum"),
