@@ -1,5 +1,5 @@
 """Stage pretrain: train the backbone as a classifier of the disjoint source classes (see
-dml/pretraining.py), or, with ``pretrain.epochs: 0`` (the default), record that training starts
+dml/training/pretrain.py), or, with ``pretrain.epochs: 0`` (the default), record that training starts
 from the backbone's own initialisation. Train always reads models/pretrained.pt."""
 
 from __future__ import annotations

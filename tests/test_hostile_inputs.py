@@ -45,16 +45,21 @@ def repo(tmp_path_factory) -> Path:
     return repo
 
 
+def prepare_with(repo: Path, **data) -> tuple[int, str]:
+    """Stage prepare run in-process with ``data`` set in params.yaml (restored after): (exit code, stderr)."""
+    original = (repo / "params.yaml").read_text()
+    set_params(repo, data=data)
+    try:
+        return _run_stage_in_process(repo, "prepare")
+    finally:
+        (repo / "params.yaml").write_text(original)
+
+
 def refused(repo: Path, **data) -> str:
     """Stage prepare with ``data`` set: exit 1 and one stderr line (returned without its prefix),
     and nothing under data/ (no extraction left either) nor dvc.lock changed."""
     before = _files(repo / "data"), (repo / "dvc.lock").read_bytes()
-    original = (repo / "params.yaml").read_text()
-    set_params(repo, data=data)
-    try:
-        code, err = _run_stage_in_process(repo, "prepare")
-    finally:
-        (repo / "params.yaml").write_text(original)
+    code, err = prepare_with(repo, **data)
     lines = err.strip().splitlines()
     assert code == 1 and len(lines) == 1 and lines[0].startswith("error in stage prepare: "), err
     assert (_files(repo / "data"), (repo / "dvc.lock").read_bytes()) == before
@@ -63,12 +68,7 @@ def refused(repo: Path, **data) -> str:
 
 def prepared(repo: Path, **data) -> dict:
     """Stage prepare with ``data`` set succeeds; its dataset.json."""
-    original = (repo / "params.yaml").read_text()
-    set_params(repo, data=data)
-    try:
-        code, err = _run_stage_in_process(repo, "prepare")
-    finally:
-        (repo / "params.yaml").write_text(original)
+    code, err = prepare_with(repo, **data)
     assert code == 0, err
     return json.loads((repo / "data/prepared/dataset.json").read_text())
 

@@ -1,4 +1,4 @@
-"""Pretraining on the disjoint source classes (dml/pretraining.py): it learns its classification
+"""Pretraining on the disjoint source classes (dml/training/pretrain.py): it learns its classification
 task, is reproducible, round-trips through its file, and training starts from exactly its features."""
 
 from __future__ import annotations
