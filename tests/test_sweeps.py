@@ -363,6 +363,30 @@ def test_spearman_matches_scipy_and_is_in_the_report(rho_plan, tmp_path):
     assert spearman(pd.Series([1.0, 2.0]), pd.Series([3.0, 4.0]))["spearman"] is None  # two points: no statement
 
 
+def test_spearman_over_variant_means_matches_scipy(tmp_path):
+    """Reference: scipy.stats.spearmanr on the per-variant means (hand-computed): the across-method
+    statement is over one point per method, not over runs, and the figure is written."""
+    from scipy.stats import spearmanr
+
+    runs = pd.DataFrame({"exp": list("abcdefgh"), "variant": ["u", "u", "v", "v", "w", "w", "x", "x"], "seed": [0, 1] * 4,
+                         "recall_at_1": [0.5, 0.7, 0.6, 0.8, 0.9, 0.7, 0.2, 0.4],   # means 0.6, 0.7, 0.8, 0.3
+                         "rho_train_skip1": [1.0, 1.2, 0.8, 1.0, 0.2, 0.4, 2.0, 1.0],  # means 1.1, 0.9, 0.3, 1.5
+                         "rho_test": [0.1, 0.3, 0.3, 0.5, 0.5, 0.7, 0.9, 0.7],     # means 0.2, 0.4, 0.6, 0.8
+                         "nmi": [0.5, 0.5, 0.6, 0.6, 0.7, 0.7, 0.4, 0.4], "pi_ratio": [0.3, 0.5, 0.4, 0.2, 0.1, 0.1, 0.6, 0.6]})
+    written = write_report(runs, summarize(runs), "s", tmp_path)
+    stats = json.loads((tmp_path / "correlations.json").read_text())
+    r1_means, train_means, test_means = [0.6, 0.7, 0.8, 0.3], [1.1, 0.9, 0.3, 1.5], [0.2, 0.4, 0.6, 0.8]
+    expected = spearmanr(train_means, r1_means)
+    assert stats["means:recall_at_1~rho_train_skip1"]["spearman"] == pytest.approx(expected.statistic, abs=1e-12) == -1.0
+    assert stats["means:recall_at_1~rho_train_skip1"]["p_value"] == pytest.approx(expected.pvalue, abs=1e-12)
+    assert stats["means:recall_at_1~rho_train_skip1"]["n"] == 4
+    assert stats["means:recall_at_1~rho_test"]["spearman"] == pytest.approx(spearmanr(test_means, r1_means).statistic, abs=1e-12)
+    assert stats["means:nmi~rho_test"]["spearman"] == pytest.approx(spearmanr(test_means, [0.5, 0.6, 0.7, 0.4]).statistic, abs=1e-12)
+    assert stats["means:pi_ratio~rho_train_skip1"]["spearman"] == pytest.approx(
+        spearmanr(train_means, [0.4, 0.3, 0.1, 0.6]).statistic, abs=1e-12)
+    assert tmp_path / "means_vs_rho.png" in written and (tmp_path / "means_vs_rho.png").stat().st_size > 0
+
+
 def test_last_recorded_value():
     assert last_recorded("epoch,train_rho_skip1\n1,0.5\n2,0.4\n3,\n", "train_rho_skip1") == 0.4
     assert last_recorded("epoch,train_rho_skip1\n1,\n", "train_rho_skip1") is None

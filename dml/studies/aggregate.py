@@ -1,6 +1,8 @@
 """A sweep's report (reports/<sweep>/): the tables of :mod:`dml.studies.tables` as files and the
 paper's figures: R@1 against rho (the paper's generalisation figure, Spearman's rank correlation
-over all runs in the title), R@1 against pi_ratio, and R@1 per variant with error bars.
+over all runs in the title), R@1 against pi_ratio, R@1 per variant with error bars, and the
+across-method figure: one point per variant (mean over seeds), R@1, NMI and pi_ratio against each
+rho, with Spearman over the variant means (``means:`` keys of correlations.json).
 """
 
 from __future__ import annotations
@@ -41,6 +43,35 @@ def _scatter(runs: pd.DataFrame, xs: list[str], sweep: str, path: Path, what: st
         ax.grid(True, alpha=0.3)
     axes[0][-1].legend(fontsize=7, title="variant", title_fontsize=7)
     fig.suptitle(f"Sweep {sweep}: {what} (every run)", fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return stats
+
+
+MEAN_YS = ("recall_at_1", "nmi", "pi_ratio")  # against each rho, one point per variant
+
+
+def _means_scatter(summary: pd.DataFrame, rhos: list[str], sweep: str, path: Path) -> dict[str, dict[str, Any]]:
+    """The paper's across-method figure: one point per variant (mean over its seeds, bars one
+    sample std), R@1, NMI and pi_ratio against each rho; Spearman over the variant means."""
+    import matplotlib.pyplot as plt
+
+    ys = [y for y in MEAN_YS if f"{y}_mean" in summary]
+    stats = {}
+    fig, axes = plt.subplots(len(ys), len(rhos), figsize=(5.2 * len(rhos), 4.0 * len(ys)), dpi=120, squeeze=False)
+    for row, y in enumerate(ys):
+        for ax, x in zip(axes[row], rhos):
+            stats[f"means:{y}~{x}"] = corr = spearman(summary[f"{x}_mean"], summary[f"{y}_mean"])
+            ax.errorbar(summary[f"{x}_mean"], summary[f"{y}_mean"], xerr=summary[f"{x}_std"].fillna(0),
+                        yerr=summary[f"{y}_std"].fillna(0), fmt="o", ms=4, capsize=2, lw=0.8)
+            for variant, point in summary.iterrows():
+                ax.annotate(str(variant), (point[f"{x}_mean"], point[f"{y}_mean"]), fontsize=6, xytext=(3, 3),
+                            textcoords="offset points")
+            ax.set_xlabel(label(x) + ("  (lower: flatter spectrum)" if x.startswith("rho") else ""))
+            ax.set_ylabel(label(y))
+            ax.set_title(f"{label(y)} vs {label(x)}: {_corr_text(corr)}", fontsize=9)
+            ax.grid(True, alpha=0.3)
+    fig.suptitle(f"Sweep {sweep}: one point per variant (mean over seeds, bars: one std)", fontsize=10)
     fig.tight_layout()
     save_figure(fig, path)
     return stats
@@ -97,7 +128,7 @@ def _collect(plan: Plan, experiments: dict[str, Experiment], root: Path | str) -
     return collect_runs(plan, experiments, lambda exp: read_at(root, TRAIN_CURVE.as_posix(), exp.rev))
 
 
-FIGURES = {"rho": "r1_vs_rho.png", "pi": "r1_vs_pi_ratio.png", "bars": "r1_by_variant.png"}
+FIGURES = {"rho": "r1_vs_rho.png", "pi": "r1_vs_pi_ratio.png", "bars": "r1_by_variant.png", "means": "means_vs_rho.png"}
 
 
 def write_report(runs: pd.DataFrame, summary: pd.DataFrame, sweep: str, out_dir: Path) -> list[Path]:
@@ -120,6 +151,8 @@ def write_report(runs: pd.DataFrame, summary: pd.DataFrame, sweep: str, out_dir:
         if rhos:
             correlations |= _scatter(runs, rhos, sweep, out_dir / FIGURES["rho"], "generalisation vs spectral decay")
             written.append(out_dir / FIGURES["rho"])
+            correlations |= _means_scatter(summary, rhos, sweep, out_dir / FIGURES["means"])
+            written.append(out_dir / FIGURES["means"])
         if "pi_ratio" in runs:
             correlations |= _scatter(runs, ["pi_ratio"], sweep, out_dir / FIGURES["pi"], "generalisation vs embedding density")
             written.append(out_dir / FIGURES["pi"])
