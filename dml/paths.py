@@ -54,3 +54,9 @@ def retrieval_splits(embeddings: Path = EMBEDDINGS) -> tuple[str, str]:
     that have them (In-Shop: queries searched against the gallery), else ("test", "test") (every
     test image queries all the others)."""
     return ("query", "gallery") if (embeddings / "gallery.parquet").is_file() else ("test", "test")
+
+
+def find_repository(start: Path | str) -> Path | None:
+    """The nearest folder at or above ``start`` holding a dvc.yaml (the pipeline's repository), or None."""
+    start = Path(start).resolve()
+    return next((folder for folder in (start, *start.parents) if (folder / "dvc.yaml").is_file()), None)

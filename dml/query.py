@@ -30,7 +30,7 @@ from dml.errors import DatasetError
 from dml.gallery import Neighbours, distance_name, hit_tiles, nearest, run_description
 from dml.indexing import index_searcher, metric_name, read_index
 from dml.io import read_json
-from dml.paths import INDEX_FILE, INDEX_META, MODEL, PREPARED, TRAIN_CONFIG, embeddings_file, retrieval_splits
+from dml.paths import INDEX_FILE, INDEX_META, MODEL, PREPARED, TRAIN_CONFIG, embeddings_file, find_repository, retrieval_splits
 from dml.plotting import QUERY, GalleryRow, Tile, draw_gallery
 
 # The picture's bounds: --k may ask for the whole gallery (the table lists it); a row of more
@@ -166,14 +166,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--png", type=Path, help="also draw the results as a gallery PNG here")
     parser.add_argument("--thumb-px", type=thumb_side, default=64,
                         help=f"thumbnail side in the PNG (default 64, at most {MAX_THUMB_PX})")
-    parser.add_argument("--root", type=Path, default=Path("."), help="the pipeline's repository root (default: cwd)")
+    parser.add_argument("--root", type=Path, default=None,
+                        help="the pipeline's repository root (default: the folder with dvc.yaml at or above the cwd)")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    root = args.root or find_repository(Path.cwd())
+    if root is None:
+        print(f"error: no pipeline repository (dvc.yaml) in {Path.cwd()} or above; pass --root", file=sys.stderr)
+        return 1
     try:
-        searcher = Searcher(args.root)
+        searcher = Searcher(root)
         result = searcher.query(args.images, args.k)
         print(format_results(result, searcher))
         if args.png is not None:

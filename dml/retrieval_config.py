@@ -68,6 +68,12 @@ class SpectrumConfig(Section):
     skip_largest: tuple[int, ...] = Field((0, 1), min_length=1, description="rho variants: drop the k largest values")
     split: Literal["train", "test"] = "test"
 
+    @model_validator(mode="after")
+    def _counts(self) -> SpectrumConfig:
+        if any(k < 0 for k in self.skip_largest):  # a negative count would be a made-up rho variant
+            raise ValueError(f"spectrum.skip_largest: counts of dropped values must be >= 0, got {list(self.skip_largest)}")
+        return self
+
 
 class GalleryConfig(Section):
     """The retrieval gallery figure (stage gallery, plots/gallery.png; see dml/gallery.py)."""

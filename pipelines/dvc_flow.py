@@ -8,7 +8,7 @@ so concurrent stages really overlap; ``--wait-for-lock`` serialises only the sho
 check/commit phases. Works offline with no Prefect server configured (ephemeral API, set up in
 ``pipelines/__init__.py``); each stage's output is streamed into the task's log as it is printed.
 
-Usage: ``python -m pipelines.dvc_flow [--root .] [--stage report]``.
+Usage: ``python -m pipelines.dvc_flow [--root .] [--stage report] [--list]``.
 """
 
 from __future__ import annotations
@@ -66,10 +66,19 @@ def dvc_pipeline(root: str = ".", stage: str | None = None) -> dict[str, bool]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m pipelines.dvc_flow", description=__doc__.splitlines()[0])
     parser.add_argument("--root", default=".", help="repository root (default: .)")
     parser.add_argument("--stage", default=None, help="run only this stage and its ancestors")
+    parser.add_argument("--list", action="store_true", help="list the stages (upstream first) and exit")
     args = parser.parse_args(argv)
+    # The DAG (and a bad --stage) is read before the flow starts Prefect's temporary server.
+    try:
+        dag = stage_dag(args.root, args.stage)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
+    if args.list:
+        print("\n".join(f"{name}" + (f" <- {', '.join(upstream)}" if upstream else "") for name, upstream in dag.items()))
+        return
     ran = dvc_pipeline(args.root, args.stage)
     print("ran: " + (", ".join(name for name, did in ran.items() if did) or "nothing (all stages up to date)"))
 

@@ -112,6 +112,15 @@ def report(params: Params) -> None:
     kind = "new run" if result["new_run"] else "training run"
     where = f"run {result['run_id']}" if result["run_id"] else "the outbox (the store did not answer; sent later)"
     print(f"MLflow: result of {kind} {result['run_key']} logged to {where} in {result['tracking_uri']}")
+    print(where_to_look(result["tracking_uri"]))
+
+
+def where_to_look(uri: str) -> str:
+    """The last lines of a run: where its results are (the MLflow UI command for a local store)."""
+    local = uri.startswith(("sqlite:", "file:", "/"))
+    mlflow = f"`mlflow ui --backend-store-uri {uri}`, then http://127.0.0.1:5000" if local else f"{uri} in a browser"
+    return ("Look at the results: `dvc metrics show` (numbers), plots/*.png or `dvc plots show` (figures),\n"
+            f"  {mlflow} (every run, side by side).")
 
 
 def main() -> None:
