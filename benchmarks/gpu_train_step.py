@@ -43,7 +43,7 @@ def synchronize(device: torch.device) -> None:
 
 
 def step(setup, params, images, index) -> None:
-    loss = setup.batch_loss(images, index)
+    loss, _ = setup.batch_loss(images, index)
     setup.optimizer.zero_grad(set_to_none=True)
     setup.scaler.scale(loss).backward()
     setup.scaler.step(setup.optimizer)

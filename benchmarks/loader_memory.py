@@ -65,7 +65,7 @@ def child(args: argparse.Namespace) -> None:
     setup.seed_epoch(0)
     started = time.perf_counter()
     for step, (images, index) in enumerate(setup.loader):
-        loss = setup.batch_loss(images, index)
+        loss, _ = setup.batch_loss(images, index)
         setup.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         setup.optimizer.step()

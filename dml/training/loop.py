@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -40,6 +40,7 @@ class Fit(ABC, Generic[Record]):
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler  # a no-op unless amp is fp16 on CUDA
+    loader: torch.utils.data.DataLoader  # (images, dataset positions) batches; its batch sampler is re-seeded per epoch
     record_type: type[Record]
     records_key: str = "records"  # the checkpoint's key of the per-epoch records
 
@@ -51,16 +52,13 @@ class Fit(ABC, Generic[Record]):
         """Work before the epoch's first batch that counts in its time (embedded samplers' storage)."""
 
     @abstractmethod
-    def batches(self, epoch: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
-        """The epoch's (images, dataset positions) batches."""
+    def batch_loss(self, images: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """The batch's loss (forward pass and scoring), which the loop checks before stepping, and
+        what :meth:`step_done` counts of the batch once it is stepped."""
 
     @abstractmethod
-    def batch_loss(self, images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """The batch's loss (forward pass and scoring); the loop checks it before stepping."""
-
-    @abstractmethod
-    def step_done(self, loss: float) -> None:
-        """Account a stepped batch in the epoch's running totals."""
+    def step_done(self, loss: float, counts: Any) -> None:
+        """Account a stepped batch (its loss and :meth:`batch_loss`'s counts) in the epoch's totals."""
 
     @abstractmethod
     def end_epoch(self, epoch: int, seconds: float) -> Record:
@@ -125,10 +123,9 @@ def fit(
         task.seed_epoch(epoch)
         started = time.perf_counter()
         task.begin_epoch(epoch)
-        batches = task.batches(epoch)
-        bar = tqdm(batches, total=len(batches), desc=f"{name} {epoch + 1}/{epochs}", unit="batch", disable=not progress)
+        bar = tqdm(task.loader, total=len(task.loader), desc=f"{name} {epoch + 1}/{epochs}", unit="batch", disable=not progress)
         for step, (images, index) in enumerate(bar):
-            loss = task.batch_loss(images, index)
+            loss, counts = task.batch_loss(images, index)
             value = loss.item()
             if not math.isfinite(value):
                 # Stop before the step corrupts the weights: the last checkpoint and every output stay.
@@ -137,7 +134,7 @@ def fit(
             task.scaler.scale(loss).backward()
             task.scaler.step(task.optimizer)
             task.scaler.update()
-            task.step_done(value)
+            task.step_done(value, counts)
         record = task.end_epoch(epoch, time.perf_counter() - started)
         records.append(record)
         if progress:

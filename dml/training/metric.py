@@ -144,7 +144,6 @@ class MetricLearning(Fit[EpochRecord]):
         self.select_val = val_split is not None and cfg.selection != "last"
         self.best: dict | None = None  # selection by val: {"epoch", "score", "model"} of the best epoch so far
         self.total_loss = self.total_tuples = 0.0
-        self.last_tuples: int | None = None
 
     def seed_epoch(self, epoch: int) -> None:
         seed = self.cfg.seed
@@ -158,11 +157,8 @@ class MetricLearning(Fit[EpochRecord]):
             if self.storage.refresh_due(epoch):  # the initial fill counts in epoch 1's time
                 self.storage.refresh(torch.from_numpy(embed_pass(self.model, self.train_split, self.params, self.storage.batch_size)))
 
-    def batches(self, epoch: int) -> torch.utils.data.DataLoader:
-        return self.loader
-
-    def batch_loss(self, images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """Forward (under autocast), mine and score in float32."""
+    def batch_loss(self, images: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, int | None]:
+        """Forward (under autocast), mine and score in float32; also the tuple count (None without a miner)."""
         with autocast(self.device, self.cfg.amp):
             embeddings = self.model(place_images(images, self.device))
         embeddings = embeddings.float()
@@ -170,12 +166,11 @@ class MetricLearning(Fit[EpochRecord]):
             self.storage.record(index.numpy(), embeddings)
         batch_labels = self.labels[index.to(self.device)]
         tuples = self.miner(embeddings, batch_labels)
-        self.last_tuples = len(tuples) if tuples is not None else None
-        return self.criterion(embeddings, batch_labels, tuples)
+        return self.criterion(embeddings, batch_labels, tuples), (len(tuples) if tuples is not None else None)
 
-    def step_done(self, loss: float) -> None:
+    def step_done(self, loss: float, counts: int | None) -> None:
         self.total_loss += loss
-        self.total_tuples += self.last_tuples or 0
+        self.total_tuples += counts or 0
 
     def end_epoch(self, epoch: int, seconds: float) -> EpochRecord:
         params, cfg, steps = self.params, self.cfg, len(self.sampler)
@@ -191,9 +186,7 @@ class MetricLearning(Fit[EpochRecord]):
             tuples_per_batch=self.total_tuples / steps if params.miner.knobs.produces else None,
             beta_mean=self.criterion.monitored().get("beta_mean"),
             seconds=seconds,
-            # at the training batch size: on a CPU the small CNN embeds about 2x faster in batches of 112 than
-            # of 512 (measured); monitoring's numbers may differ from the embed stage's in the last digits
-            test_recall_at_1=quick_recall_at_1(self.model, self.test_split, params, self.test_queries, cfg.batch_size) if monitor else None,
+            test_recall_at_1=quick_recall_at_1(self.model, self.test_split, params, self.test_queries) if monitor else None,
             val_recall_at_1=quick_recall_at_1(self.model, self.val_split, params) if self.val_split is not None else None,
             **(embedding_space(self.model, self.spectrum_split, params) if due(epoch, cfg.spectrum_every, cfg.epochs) else {}),
         )

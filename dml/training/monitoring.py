@@ -34,12 +34,11 @@ def spectrum_sample(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
     return fixed_sample(len(labels), size, seed, 4)
 
 
-def quick_recall_at_1(model: EmbeddingModel, split: ImageSource, params: Params, queries: np.ndarray | None = None,
-                      batch_size: int | None = None) -> float:
+def quick_recall_at_1(model: EmbeddingModel, split: ImageSource, params: Params, queries: np.ndarray | None = None) -> float:
     """Recall@1 of ``queries`` (positions in ``split``; None: every image) against the whole split,
     self excluded. A uniform sample of queries estimates the full Recall@1 without bias; the
     evaluate stage computes the exact number and everything else."""
-    vectors = embed_pass(model, split, params, batch_size)
+    vectors = embed_pass(model, split, params)
     queries = np.arange(len(split)) if queries is None else queries
     searcher = exact_searcher(vectors, "l2")
     found = []

@@ -88,23 +88,18 @@ class SourceClassification(Fit[PretrainEpoch]):
                                    params.loader.num_workers, params.loader.prefetch_factor)
         self.targets = torch.from_numpy(labels.astype(np.int64)).to(device)
         self.total_loss = self.correct = self.seen = 0.0
-        self.last_batch: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def seed_epoch(self, epoch: int) -> None:
         self.epoch_batches.start(np.random.default_rng([self.cfg.seed, epoch, 4]), epoch_seed(self.cfg.seed, epoch, 5))
 
-    def batches(self, epoch: int) -> torch.utils.data.DataLoader:
-        return self.loader
-
-    def batch_loss(self, images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    def batch_loss(self, images: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         targets = self.targets[index.to(self.device)]
         with autocast(self.device, self.amp):
             logits = self.classifier(self.model.backbone_features(place_images(images, self.device)))
-        self.last_batch = (logits, targets)
-        return F.cross_entropy(logits.float(), targets)
+        return F.cross_entropy(logits.float(), targets), (logits, targets)
 
-    def step_done(self, loss: float) -> None:
-        logits, targets = self.last_batch
+    def step_done(self, loss: float, counts: tuple[torch.Tensor, torch.Tensor]) -> None:
+        logits, targets = counts
         self.total_loss += loss * len(targets)
         self.correct += float((logits.argmax(1) == targets).sum())
         self.seen += len(targets)
