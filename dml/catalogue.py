@@ -1,5 +1,6 @@
-"""The dataset behind embedding ids: each id's image file, label and class name, read from the
-manifest, for the captions and thumbnails of galleries and the query command's results."""
+"""The dataset behind embedding ids: each id's image (a file, or a row of a packed shard),
+label and class name, read from the manifest, for the captions and thumbnails of galleries and
+the query command's results."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+from PIL import Image
 
-from dml.data.manifest import image_root
+from dml.data.manifest import image_root, is_packed
+from dml.data.shards import ShardFile, shard_files
 from dml.errors import DatasetError
 
 
@@ -22,18 +25,28 @@ class Catalogue:
     class_names: list[str]
     row_of_id: dict[int, int]
     id_of_path: dict[str, int]
+    shards: list[ShardFile] | None = None  # packed: each row's shard file
+    shard_rows: list[int] | None = None  # packed: each row's row in it
 
     @classmethod
     def from_manifest(cls, manifest: pa.Table, root: Path) -> Catalogue:
         ids = [int(i) for i in manifest.column("id").to_pylist()]
         paths = manifest.column("path").to_pylist()
+        images = image_root(manifest, Path(root))
+        shards = shard_rows = None
+        if is_packed(manifest):
+            names = manifest.column("shard").to_pylist()
+            files = shard_files(images, sorted(set(names)))
+            shards, shard_rows = [files[name] for name in names], manifest.column("row").to_pylist()
         return cls(
-            root=image_root(manifest, Path(root)),
+            root=images,
             paths=paths,
             labels=manifest.column("label").to_pylist(),
             class_names=manifest.column("class_name").to_pylist(),
             row_of_id={item_id: row for row, item_id in enumerate(ids)},
-            id_of_path={Path(path).as_posix(): item_id for path, item_id in zip(paths, ids)},
+            id_of_path={} if shards else {Path(path).as_posix(): item_id for path, item_id in zip(paths, ids)},
+            shards=shards,
+            shard_rows=shard_rows,
         )
 
     def row(self, item_id: int) -> int:
@@ -43,7 +56,16 @@ class Catalogue:
             raise DatasetError(f"id {item_id} is in the embeddings but not in the manifest (rerun the pipeline)") from None
 
     def path(self, item_id: int) -> Path:
+        """The image's file; for a packed image, its name (``path`` column) under the root."""
         return self.root / self.paths[self.row(item_id)]
+
+    def picture(self, item_id: int) -> Path | Image.Image:
+        """What a thumbnail is drawn from: the image file, or a packed image's pixels."""
+        row = self.row(item_id)
+        if self.shards is None or self.shard_rows is None:
+            return self.root / self.paths[row]
+        pixels = self.shards[row].image(self.shard_rows[row], int(item_id), 3)
+        return Image.fromarray(pixels.permute(1, 2, 0).numpy())
 
     def label(self, item_id: int) -> int:
         return self.labels[self.row(item_id)]
@@ -52,7 +74,8 @@ class Catalogue:
         return self.class_names[self.row(item_id)]
 
     def id_of_file(self, path: Path) -> int | None:
-        """The id of the dataset image stored at ``path``, None for a file from elsewhere."""
+        """The id of the dataset image stored at ``path``, None for a file from elsewhere (and for
+        every file when the dataset is packed: its images are no files)."""
         try:
             relative = Path(path).resolve().relative_to(self.root.resolve())
         except ValueError:

@@ -207,7 +207,7 @@ def hit_tiles(
         item_id = int(gallery_ids[position])
         label = catalogue.label(item_id)
         border = UNKNOWN_CLASS if query_label is None else SAME_CLASS if label == query_label else OTHER_CLASS
-        tiles.append(Tile(catalogue.path(item_id), (catalogue.class_name(item_id), f"{distance:.3f}"), border))
+        tiles.append(Tile(catalogue.picture(item_id), (catalogue.class_name(item_id), f"{distance:.3f}"), border))
     return tiles
 
 
@@ -220,13 +220,13 @@ def selection_rows(selection: Selection, catalogue: Catalogue, query_ids: np.nda
         label = catalogue.label(query_id)
         rank = int(selection.first_correct[row])
         rank_line = "no other of its class" if rank == NO_POSITIVE else f"1st correct @ {rank}"
-        query = Tile(catalogue.path(query_id), (f"{kind} #{query_id}", catalogue.class_name(query_id), rank_line), QUERY)
+        query = Tile(catalogue.picture(query_id), (f"{kind} #{query_id}", catalogue.class_name(query_id), rank_line), QUERY)
         hits = hit_tiles(catalogue, gallery_ids, selection.neighbours.positions[row], selection.neighbours.distances[row], label)
         extra = None
         if rank > len(hits):
             first_id = int(gallery_ids[selection.first_correct_position[row]])
             caption = (f"rank {rank}", catalogue.class_name(first_id), f"{selection.first_correct_distance[row]:.3f}")
-            extra = Tile(catalogue.path(first_id), caption, SAME_CLASS)
+            extra = Tile(catalogue.picture(first_id), caption, SAME_CLASS)
         rows.append(GalleryRow(query, hits, extra))
     return rows
 

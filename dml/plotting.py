@@ -1,6 +1,6 @@
 """Figures that are pipeline outputs: one writer, :func:`save_figure`, so that every PNG is
 replaced atomically and holds the same bytes for the same figure (no matplotlib version stamp),
-and the retrieval-gallery grid (:func:`draw_gallery`), drawn from plain rows of image files and
+and the retrieval-gallery grid (:func:`draw_gallery`), drawn from plain rows of images and
 captions so the gallery stage and the query command share it."""
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def save_figure(fig: Figure, path: Path | str) -> None:
 class Tile:
     """One framed thumbnail of the figure with the lines printed under it."""
 
-    image: Path
+    image: Path | Image.Image  # a file, or the pixels of a packed image (dml/catalogue.py)
     caption: tuple[str, ...]
     border: str
 
@@ -55,11 +55,11 @@ class GalleryRow:
     extra: Tile | None = None  # drawn after a gap: the first correct neighbour beyond the top-k
 
 
-def load_thumbnail(path: Path, size: int, background: int = 255) -> np.ndarray:
-    """An RGB uint8 (size, size, 3) thumbnail of any image file, aspect kept, centred on
-    ``background``. Small images are enlarged with nearest-neighbour (crisp pixels), large ones
+def load_thumbnail(source: Path | Image.Image, size: int, background: int = 255) -> np.ndarray:
+    """An RGB uint8 (size, size, 3) thumbnail of any image file or PIL image, aspect kept, centred
+    on ``background``. Small images are enlarged with nearest-neighbour (crisp pixels), large ones
     shrunk with Lanczos."""
-    image = open_converted(path, "RGB")
+    image = source.convert("RGB") if isinstance(source, Image.Image) else open_converted(source, "RGB")
     scale = size / max(image.size)
     new_size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     resample = Image.Resampling.NEAREST if scale >= 1 else Image.Resampling.LANCZOS

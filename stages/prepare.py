@@ -4,21 +4,21 @@ contract of dml/data/manifest.py), ``dataset.json`` (counts per split) and ``rep
 file that is not a clean RGB image, every dropped class, and what was done about it).
 
 Real datasets are not copied: the manifest's ``image_root`` points at the raw folder, relative to
-``data/prepared`` when ``data.root`` is relative, so the outputs hold no absolute paths.
+``data/prepared`` when ``data.root`` is relative, so the outputs hold no absolute paths. The
+glyphs are generated into one packed shard of raw pixels (dml/data/shards.py), not 22k files.
 Everything is written through ``atomic_dir``: a failed run leaves the previous output; a run
 that fails on bad files writes their report to ``data/prepare-errors.json`` first.
 """
 
 from __future__ import annotations
 
-import io
 import os
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, features
+from PIL import features
 
 from dml.config import Params
 from dml.data.archive import Limits, resolve_root
@@ -27,6 +27,7 @@ from dml.data.formats import FORMATS
 from dml.data.glyphs import generate_glyphs
 from dml.data.manifest import IMAGE_ROOT_KEY, SPLITS, write_manifest
 from dml.data.raw import RawDataset, hold_out_val
+from dml.data.shards import ShardWriter
 from dml.data.validate import apply_policies, check_images, drop_unusable_classes, report_entries
 from dml.errors import DatasetError
 from dml.io import atomic_dir, write_json
@@ -34,8 +35,9 @@ from dml.paths import EXTRACTED, PREPARE_ERRORS, PREPARED
 from stages._common import run_stage
 
 
-def write_glyphs(cfg: DataConfig, out: Path) -> tuple[RawDataset, dict[str, Any]]:
-    """Generate the glyphs and write them as PNGs under ``out/images/``."""
+def write_glyphs(cfg: DataConfig, out: Path) -> tuple[RawDataset, dict[str, Any], dict[int, tuple[str, int]]]:
+    """Generate the glyphs and pack their raw pixels into ``out/shards/``; returns the dataset
+    (``path`` names an image as ``<label>/<id>``), its facts, and each id's (shard, row)."""
     knobs = cfg.glyphs
     glyphs = generate_glyphs(
         seed=cfg.seed,
@@ -48,14 +50,11 @@ def write_glyphs(cfg: DataConfig, out: Path) -> tuple[RawDataset, dict[str, Any]
         split_by=knobs.split_by,
         source_fraction=knobs.source_fraction,
     )
-    paths = []
-    for i, (image, label) in enumerate(zip(glyphs.images, glyphs.labels)):
-        rel = f"images/{label:04d}/{i:06d}.png"
-        (out / rel).parent.mkdir(parents=True, exist_ok=True)
-        buffer = io.BytesIO()
-        Image.fromarray(image, mode="L").save(buffer, format="PNG", optimize=False)
-        (out / rel).write_bytes(buffer.getvalue())
-        paths.append(rel)
+    paths, locations = [], {}
+    with ShardWriter(out, "raw") as writer:
+        for i, (image, label) in enumerate(zip(glyphs.images, glyphs.labels)):
+            locations[i] = writer.add(i, image, (1, *image.shape))
+            paths.append(f"{label:04d}/{i:06d}")
     labels = glyphs.labels.tolist()
     dataset = RawDataset(
         image_root=out,
@@ -65,7 +64,7 @@ def write_glyphs(cfg: DataConfig, out: Path) -> tuple[RawDataset, dict[str, Any]
         class_names=[glyphs.class_names[label] for label in labels],
         splits=glyphs.splits,
     )
-    return dataset, {"sha256": glyphs.sha256, "freetype": features.version_module("freetype2") or "unknown"}
+    return dataset, {"sha256": glyphs.sha256, "freetype": features.version_module("freetype2") or "unknown"}, locations
 
 
 def read_real(cfg: DataConfig, extracted: Path = EXTRACTED) -> tuple[RawDataset, dict[str, Any]]:
@@ -118,10 +117,11 @@ def prepare(params: Params) -> None:
     started = time.perf_counter()
     report: dict[str, Any] = {"dataset": cfg.name, "checked": 0, "files": [], "classes": []}
     extra: dict[str, Any] = {}
+    locations: dict[int, tuple[str, int]] = {}
     real = None if cfg.name == "glyphs" else read_real(cfg)  # before atomic_dir: a failure leaves the old output
     with atomic_dir(PREPARED) as out:
         if real is None:
-            dataset, extra = write_glyphs(cfg, out)
+            dataset, extra, locations = write_glyphs(cfg, out)
         else:
             dataset, report = real
         dataset = hold_out_val(dataset, cfg.val_classes, cfg.seed)
@@ -135,9 +135,12 @@ def prepare(params: Params) -> None:
             "splits": counts,
             **extra,
         }
+        columns = {"id": dataset.ids, "path": dataset.paths, "label": dataset.labels, "class_name": dataset.class_names, "split": dataset.splits}
+        if locations:
+            columns["shard"], columns["row"] = (list(c) for c in zip(*(locations[i] for i in dataset.ids)))
         write_manifest(
             out,
-            {"id": dataset.ids, "path": dataset.paths, "label": dataset.labels, "class_name": dataset.class_names, "split": dataset.splits},
+            columns,
             metadata={k: v for k, v in info.items() if isinstance(v, str)},
         )
         write_json(out / "dataset.json", info)

@@ -18,7 +18,7 @@ from PIL import Image
 
 from dml.config import parse_params
 from dml.data.config import PreprocessConfig
-from dml.data.decode import decode_file, resize_shorter
+from dml.data.decode import decode, decode_file, resize_shorter
 from dml.data.manifest import image_root, read_manifest, write_manifest
 from dml.data.preprocess import build_preprocessed
 from dml.data.stats import load_stats
@@ -75,13 +75,27 @@ def noise_images(n: int, mode: str = "RGB", seed: int = 0) -> list[Image.Image]:
     return [Image.fromarray(rng.integers(0, 256, (h, w) if mode == "L" else (h, w, 3), dtype=np.uint8), mode) for h, w in shapes]
 
 
-def output_pixels(root: Path, mode: str) -> dict[int, np.ndarray]:
-    """id -> pixels of the output manifest's files decoded by PIL (H, W, C), the reference decoder."""
+def stored_images(root: Path) -> dict[int, io.BytesIO | Path]:
+    """id -> the output manifest's stored image: its file, or its shard row's bytes read with
+    pyarrow alone (the reference reader, not dml.data.shards)."""
     table = read_manifest(root)
     folder = image_root(table, root)
+    ids, paths = table.column("id").to_pylist(), table.column("path").to_pylist()
+    if "shard" not in table.column_names:
+        return {i: folder / path for i, path in zip(ids, paths)}
     out = {}
-    for i, path in zip(table.column("id").to_pylist(), table.column("path").to_pylist()):
-        with Image.open(folder / path) as image:
+    for i, shard, row in zip(ids, table.column("shard").to_pylist(), table.column("row").to_pylist()):
+        shard_table = pa.ipc.open_file(folder / shard).read_all()
+        assert shard_table.column("id")[row].as_py() == i
+        out[i] = io.BytesIO(shard_table.column("data")[row].as_py())
+    return out
+
+
+def output_pixels(root: Path, mode: str) -> dict[int, np.ndarray]:
+    """id -> pixels of the output manifest's images decoded by PIL (H, W, C), the reference decoder."""
+    out = {}
+    for i, stored in stored_images(root).items():
+        with Image.open(stored) as image:
             array = np.asarray(image.convert(mode))
         out[i] = array[..., None] if array.ndim == 2 else array
     return out
@@ -181,11 +195,12 @@ def test_cache_formats(tmp_path, fmt, pil_format, channels):
     out = run(tmp_path, channels=channels, resize=16, format=fmt)
     table = read_manifest(out)
     assert table.schema.metadata[b"image_root"] == b"."
-    for path in table.column("path").to_pylist():
-        assert path.startswith("images/") and path.endswith({"jpeg": ".jpg", "png": ".png", "webp": ".webp"}[fmt])
-        with Image.open(out / path) as cached:
+    assert table.column("path").to_pylist() == [f"img/{i}.png" for i in range(4)]  # still names the source image
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == ["manifest.parquet", "shards/00000.arrow", "stats.json"]
+    for stored in stored_images(out).values():
+        with Image.open(stored) as cached:
             assert cached.format == pil_format and cached.size in {(21, 16), (20, 10)}
-        assert decode_file(out / path, channels).shape[0] == channels
+        assert decode(torch.frombuffer(bytearray(stored.getvalue()), dtype=torch.uint8), channels, "x").shape[0] == channels
 
 
 def save_bytes(image: Image.Image, fmt: str) -> bytes:
@@ -226,8 +241,8 @@ def test_gray_and_cmyk_jpegs_in_an_rgb_dataset_are_cached_in_rgb(tmp_path):
     images = [rgb[0].convert("L"), rgb[1].convert("CMYK"), rgb[2], rgb[3]]
     write_dataset(tmp_path / "data/prepared", images, suffix="jpg")
     out = run(tmp_path, channels=3, resize=10)
-    for path in read_manifest(out).column("path").to_pylist():
-        with Image.open(out / path) as cached:
+    for stored in stored_images(out).values():
+        with Image.open(stored) as cached:
             assert cached.mode == "RGB"
 
 

@@ -527,4 +527,4 @@ def test_glyphs_get_a_val_split_too(tmp_path, monkeypatch):
     table, info, report = run_prepare(tmp_path, monkeypatch, val_classes=0.34, glyphs={"max_classes": 12, "samples_per_class": 2})
     assert info["image_root"] == "." and report == {"dataset": "glyphs", "checked": 0, "files": [], "classes": []}
     assert info["splits"] == {"train": {"images": 8, "classes": 4}, "val": {"images": 4, "classes": 2}, "test": {"images": 12, "classes": 6}}
-    assert (PREPARED / table.column("path")[0].as_py()).is_file()
+    assert (PREPARED / table.column("shard")[0].as_py()).is_file() and table.column("row")[0].as_py() == 0  # packed

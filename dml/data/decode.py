@@ -52,6 +52,14 @@ def to_gray(image: torch.Tensor) -> torch.Tensor:
     return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).to(torch.uint8)[None]
 
 
+def match_channels(image: torch.Tensor, channels: int) -> torch.Tensor:
+    """Stored uint8 pixels in the dataset's decode mode: gray repeated to RGB (as PIL's
+    ``convert("RGB")``), RGB grayed by :func:`to_gray`."""
+    if image.shape[0] == channels:
+        return image
+    return to_gray(image) if channels == 1 else image[:1].expand(3, -1, -1).contiguous()
+
+
 def decode(data: torch.Tensor, channels: int, source: Path | str) -> torch.Tensor:
     """The encoded image ``data`` (1-D uint8 tensor) as a uint8 (channels, H, W) tensor;
     ``source`` names the file in errors."""

@@ -1,9 +1,10 @@
 """From a split to model input: image sources, torchvision ``transforms.v2``, and DataLoaders.
 
-A split is an :class:`ImageSource`: :class:`FileSplit` reads the preprocessed manifest's files
-(decoded by :func:`dml.data.decode.decode_file`, as the preprocess stage decoded them for its
-statistics: torchvision's libjpeg-turbo / libpng decoders, PIL for other formats), :class:`ArraySplit` holds images in
-memory (synthetic data in tests and benchmarks). Both give uint8 (C, H, W) tensors; the model
+A split is an :class:`ImageSource`: :class:`ShardSplit` reads the rows of packed shards
+(:mod:`dml.data.shards`: the resize cache, the glyphs), :class:`FileSplit` the preprocessed
+manifest's files (a real dataset without a cache), both decoded as the preprocess stage decoded
+them for its statistics (torchvision's libjpeg-turbo / libpng decoders, PIL for other formats);
+:class:`ArraySplit` holds images in memory (small datasets, synthetic data in tests and benchmarks). Both give uint8 (C, H, W) tensors; the model
 normalises (:class:`dml.models.base.EmbeddingModel`), so batches travel as uint8 (4x less to
 copy to a GPU than float32).
 
@@ -29,7 +30,8 @@ from torchvision.transforms import v2
 
 from dml.data.config import TransformsConfig
 from dml.data.decode import decode_file
-from dml.data.manifest import SPLITS, image_root, read_manifest
+from dml.data.manifest import SPLITS, image_root, is_packed, read_manifest
+from dml.data.shards import ShardFile, shard_files
 from dml.data.stats import load_stats
 from dml.errors import DatasetError
 
@@ -105,16 +107,49 @@ class FileSplit:
         return FileSplit(self.root, self.paths[rows], self.labels[rows], self.ids[rows], self.channels)
 
 
-def load_splits(root: Path | str) -> dict[str, FileSplit]:
+@dataclass(frozen=True)
+class ShardSplit:
+    """Images packed in shards: image ``i`` is row ``rows[i]`` of ``files[shard[i]]``, its id
+    checked on every read. Only numpy arrays and lazily opened memory maps: cheap to fork."""
+
+    files: tuple[ShardFile, ...]
+    shard: np.ndarray  # int32 index into files
+    rows: np.ndarray  # int64
+    labels: np.ndarray
+    ids: np.ndarray
+    channels: int
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def read(self, index: int) -> torch.Tensor:
+        return self.files[self.shard[index]].image(int(self.rows[index]), int(self.ids[index]), self.channels)
+
+    def subset(self, rows: np.ndarray) -> ShardSplit:
+        return ShardSplit(self.files, self.shard[rows], self.rows[rows], self.labels[rows], self.ids[rows], self.channels)
+
+
+def load_splits(root: Path | str) -> dict[str, FileSplit | ShardSplit]:
     """Every split the preprocessed dataset at ``root`` has (manifest.parquet + stats.json, each
     read once), in the manifest contract's order: train, val, test / query, gallery."""
     root = Path(root)
     table = read_manifest(root, check_files=False)
     images, channels = image_root(table, root), load_stats(root).channels
-    splits = {}
+    names = sorted(set(table.column("shard").to_pylist())) if is_packed(table) else []
+    files = tuple(shard_files(images, names).values())  # shared by the splits: each file mapped once
+    splits: dict[str, FileSplit | ShardSplit] = {}
     for split in SPLITS:
         rows = table.filter(pc.equal(table.column("split"), split))
-        if rows.num_rows:
+        if rows.num_rows and names:
+            splits[split] = ShardSplit(
+                files=files,
+                shard=np.searchsorted(np.array(names), np.array(rows.column("shard").to_pylist())).astype(np.int32),
+                rows=rows.column("row").to_numpy().astype(np.int64),
+                labels=rows.column("label").to_numpy().astype(np.int64),
+                ids=rows.column("id").to_numpy().astype(np.int64),
+                channels=channels,
+            )
+        elif rows.num_rows:
             splits[split] = FileSplit(
                 root=images,
                 paths=np.array([p.encode() for p in rows.column("path").to_pylist()], dtype=np.bytes_),
@@ -125,7 +160,7 @@ def load_splits(root: Path | str) -> dict[str, FileSplit]:
     return splits
 
 
-def load_split(root: Path | str, split: str) -> FileSplit:
+def load_split(root: Path | str, split: str) -> FileSplit | ShardSplit:
     """One split of the preprocessed dataset at ``root``."""
     splits = load_splits(root)
     if split not in splits:
@@ -166,10 +201,10 @@ def eval_transform(cfg: TransformsConfig) -> EvalGeometry:
 
 
 def in_memory(source: ImageSource, limit_mib: int) -> ImageSource:
-    """A file split whose decoded images all have one shape and fit in ``limit_mib`` MiB, decoded
+    """A split whose decoded images all have one shape and fit in ``limit_mib`` MiB, decoded
     once (the same decoder) and held as an :class:`ArraySplit`: the same tensors every epoch,
-    without re-reading thousands of tiny files. Anything else is streamed from its files."""
-    if not isinstance(source, FileSplit) or limit_mib <= 0:
+    without re-reading thousands of tiny images. Anything else is streamed from its files or shards."""
+    if isinstance(source, ArraySplit) or limit_mib <= 0:
         return source
     first = source.read(0)
     if first.numel() * len(source) > limit_mib * 2**20:

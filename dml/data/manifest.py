@@ -10,6 +10,10 @@ is prepared into this one shape, so everything downstream of ``prepare`` is data
 The image root is the schema metadata key ``image_root``: a path, relative paths resolved
 against the manifest's folder; absent or "." means the manifest's own folder (generated data).
 A real dataset is not copied: its manifest points at the raw folder.
+
+Packed images (dml/data/shards.py) add two columns: ``shard`` (the Arrow file, relative to the
+image root) and ``row`` (the image's row in it); ``path`` then still names the image (its source
+file, or ``<label>/<id>`` for generated data) but is not read.
 """
 
 from __future__ import annotations
@@ -34,10 +38,18 @@ SCHEMA = pa.schema(
         pa.field("split", pa.string(), nullable=False),
     ]
 )
+PACKED = (pa.field("shard", pa.string(), nullable=False), pa.field("row", pa.int64(), nullable=False))
+PACKED_SCHEMA = pa.schema([*SCHEMA, *PACKED])
+
+
+def is_packed(table: pa.Table) -> bool:
+    """The manifest's images live in shards (columns ``shard`` and ``row``)."""
+    return "shard" in table.column_names
 
 
 def write_manifest(root: Path, columns: dict[str, list], metadata: dict[str, str]) -> Path:
-    table = pa.table(columns, schema=SCHEMA).replace_schema_metadata({k: str(v) for k, v in metadata.items()})
+    schema = PACKED_SCHEMA if "shard" in columns else SCHEMA
+    table = pa.table(columns, schema=schema).replace_schema_metadata({k: str(v) for k, v in metadata.items()})
     validate_manifest(table, root, check_files=False)
     path = root / MANIFEST_NAME
     pq.write_table(table, path)
@@ -61,7 +73,11 @@ def validate_manifest(table: pa.Table, root: Path, check_files: bool = True) -> 
     missing = [f.name for f in SCHEMA if f.name not in table.column_names]
     if missing:
         raise DatasetError(f"{where}: missing column(s) {', '.join(missing)}")
-    for field in SCHEMA:
+    fields = [*SCHEMA, *PACKED] if any(f.name in table.column_names for f in PACKED) else list(SCHEMA)
+    missing = [f.name for f in fields if f.name not in table.column_names]
+    if missing:
+        raise DatasetError(f"{where}: missing column(s) {', '.join(missing)} (packed images need both shard and row)")
+    for field in fields:
         actual = table.schema.field(field.name).type
         if actual != field.type:
             raise DatasetError(f"{where}: column {field.name!r} has type {actual}, expected {field.type}")
@@ -78,7 +94,12 @@ def validate_manifest(table: pa.Table, root: Path, check_files: bool = True) -> 
         raise DatasetError(f"{where}: splits mix 'test' with 'query'/'gallery'; use one evaluation protocol")
     if len(present & {"query", "gallery"}) == 1:
         raise DatasetError(f"{where}: a 'query' split needs a 'gallery' split and vice versa")
-    if check_files:
+    if check_files and is_packed(table):
+        images = image_root(table, root)
+        for rel in sorted(set(table.column("shard").to_pylist())):
+            if not (images / rel).is_file():
+                raise DatasetError(f"{images / rel}: image shard listed in {where} is missing")
+    elif check_files:
         images = image_root(table, root)
         for rel in table.column("path").to_pylist():
             if not (images / rel).is_file():

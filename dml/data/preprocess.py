@@ -5,19 +5,21 @@ Output (``data/preprocessed``): ``manifest.parquet`` with the prepared manifest'
 labels, class names, splits, row order) and ``stats.json`` (:mod:`dml.data.stats`).
 
 * With ``resize`` set, every image is decoded in the dataset's mode (gray / RGB), downscaled to
-  that shorter side and re-encoded under ``images/<label>/<id>.<ext>`` (named by id: no clashes
-  between source names, no path from the source can escape the folder); image_root is ".".
+  that shorter side, re-encoded and packed into a few Arrow shards under ``shards/``
+  (:mod:`dml.data.shards`), written in id order from the main thread, so the bytes do not depend
+  on the number of workers; the manifest's ``path`` keeps naming the source image and
+  ``shard`` / ``row`` locate the cached one; image_root is ".".
 * With ``resize: null`` nothing is copied: the manifest's image_root points at the prepared
-  images, relative to ``data/preprocessed`` when the prepared root was relative.
+  images (files or shards), relative to ``data/preprocessed`` when the prepared root was relative.
 
-Statistics are over the pixels a loader decodes from the output files (a lossy cache file is
-decoded again), per channel on the 0-255 scale. Pixels are integers, so each image contributes
+Statistics are over the pixels a loader decodes from the output (a lossy cache is decoded
+again), per channel on the 0-255 scale. Pixels are integers, so each image contributes
 a 256-bin histogram per channel and the dataset's sums are exact integers: mean and variance come
 out correctly rounded, with no cancellation and independent of image order and worker count.
 
 ``sha256`` streams, in id order over the train and val rows, each row's split, id, label and the
-bytes of the file the output manifest points at, after the decode mode: it changes exactly when
-the data a model can be trained or selected on changes.
+stored bytes the output manifest points at (a file or a shard row), after the decode mode: it
+changes exactly when the data a model can be trained or selected on changes.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from fractions import Fraction
 from math import sqrt
@@ -41,8 +43,9 @@ import torch
 from tqdm import tqdm
 
 from dml.data.config import PreprocessConfig
-from dml.data.decode import LOSSLESS, SUFFIXES, decode, encode, read_bytes, resize_shorter
-from dml.data.manifest import IMAGE_ROOT_KEY, MANIFEST_NAME, SPLITS, image_root, read_manifest, write_manifest
+from dml.data.decode import LOSSLESS, decode, encode, read_bytes, resize_shorter
+from dml.data.manifest import IMAGE_ROOT_KEY, MANIFEST_NAME, SPLITS, image_root, is_packed, read_manifest, write_manifest
+from dml.data.shards import ShardFile, ShardWriter, decode_stored, shard_files
 from dml.data.stats import STATS_NAME, Stats, save_stats
 from dml.errors import DatasetError
 from dml.io import atomic_dir
@@ -53,19 +56,31 @@ _LEVELS = range(256)
 
 @dataclass(frozen=True)
 class Job:
-    """One manifest row's work: decode ``source``; if ``target``, resize and write it there."""
+    """One manifest row's work: read its image (a file, or row ``row`` of a prepared shard);
+    with ``cache``, resize and encode it for the output shards."""
 
-    source: Path
-    target: Path | None
+    source: Path | ShardFile
+    row: int
+    image_id: int
+    cache: bool
     pixels: bool  # its pixels enter the statistics (train rows)
     hashed: bool  # its bytes enter sha256 (train and val rows)
+
+    def stored(self, channels: int) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+        """The stored bytes and the function that decodes them in the dataset's mode."""
+        if isinstance(self.source, Path):
+            path = self.source
+            return read_bytes(path), lambda data: decode(data, channels, path)
+        data, encoding, shape = self.source.stored(self.row, self.image_id)
+        where = f"{self.source.path} row {self.row}"
+        return data, lambda stored: decode_stored(stored, encoding, shape, channels, where)
 
 
 @dataclass(frozen=True)
 class Done:
-    data: torch.Tensor | None  # the output file's bytes, kept only for hashed rows
+    data: torch.Tensor | None  # the output bytes: the cached image (to pack), or the stored bytes of a hashed row
+    shape: tuple[int, int, int] | None  # the cached image's shape
     histogram: torch.Tensor | None  # (channels, 256) int64 pixel counts, only for train rows
-    written: int  # bytes written to the cache
 
 
 class PixelStats:
@@ -94,19 +109,18 @@ def channel_histogram(image: torch.Tensor) -> torch.Tensor:
 
 
 def _run(job: Job, cfg: PreprocessConfig) -> Done:
-    data = read_bytes(job.source)
-    written = 0
-    if job.target is not None or job.pixels:
-        image = decode(data, cfg.channels, job.source)
-        if job.target is not None:
+    data, decode_stored_bytes = job.stored(cfg.channels)
+    shape = None
+    if job.cache or job.pixels:
+        image = decode_stored_bytes(data)
+        if job.cache:
             image = resize_shorter(image, cfg.resize)
+            shape = tuple(image.shape)
             data = encode(image, cfg.format, cfg.quality)
-            job.target.write_bytes(data.numpy())
-            written = len(data)
             if job.pixels and cfg.format not in LOSSLESS:
-                image = decode(data, cfg.channels, job.target)  # the pixels a loader will see
+                image = decode(data, cfg.channels, f"image id {job.image_id} encoded as {cfg.format}")  # the pixels a loader will see
     histogram = channel_histogram(image) if job.pixels else None
-    return Done(data if job.hashed else None, histogram, written)
+    return Done(data if job.hashed or job.cache else None, shape, histogram)
 
 
 def _ordered(pool: ThreadPoolExecutor, fn: Callable[[Job], Done], jobs: Iterable[Job], ahead: int) -> Iterator[Done]:
@@ -174,35 +188,46 @@ def build_preprocessed(prepared: Path, out: Path, cfg: PreprocessConfig, progres
     stats = PixelStats(cfg.channels)
     digest = hashlib.sha256(f"dml preprocess, channels={cfg.channels}\n".encode())
     written = 0
+    packed = is_packed(manifest)
+    shards = shard_files(sources, sorted(set(manifest.column("shard").to_pylist()))) if packed else {}
+    source_shards = manifest.column("shard").to_pylist() if packed else None
+    source_rows = manifest.column("row").to_pylist() if packed else None
+    columns = {name: manifest.column(name).to_pylist() for name in ("id", "label", "class_name", "split", "path")}
+    cache = cfg.resize is not None
+
+    def job(r: int) -> Job:
+        source = shards[source_shards[r]] if packed else sources / source_paths[r]
+        return Job(source, source_rows[r] if packed else -1, int(ids[r]), cache,
+                   pixels=bool(splits[r] == "train"), hashed=splits[r] in HASHED_SPLITS)
+
     with atomic_dir(out) as root:
-        if cfg.resize is None:
-            paths = source_paths
-            metadata[IMAGE_ROOT_KEY] = _relative_root(prepared, manifest, out)
-        else:
-            paths = [f"images/{label}/{i}.{SUFFIXES[cfg.format]}" for i, label in zip(ids.tolist(), labels.tolist())]
+        if cache:
             metadata[IMAGE_ROOT_KEY] = "."
-            for label in np.unique(labels).tolist():
-                (root / "images" / str(label)).mkdir(parents=True)
+            columns["shard"], columns["row"] = [""] * len(ids), [0] * len(ids)
+        else:
+            metadata[IMAGE_ROOT_KEY] = _relative_root(prepared, manifest, out)
+            if packed:
+                columns["shard"], columns["row"] = source_shards, source_rows
         rows = [int(r) for r in np.argsort(ids, kind="stable")
-                if cfg.resize is not None or splits[r] in HASHED_SPLITS]  # without a cache, test rows need no work
-        jobs = (Job(sources / source_paths[r], None if cfg.resize is None else root / paths[r],
-                    pixels=bool(splits[r] == "train"), hashed=splits[r] in HASHED_SPLITS) for r in rows)
+                if cache or splits[r] in HASHED_SPLITS]  # without a cache, test rows need no work
         bar = tqdm(total=len(rows), unit="img", desc="preprocess", disable=not progress)
-        with bar, _torch_threads(1), ThreadPoolExecutor(cfg.workers, thread_name_prefix="preprocess") as pool:
+        with bar, _torch_threads(1), ThreadPoolExecutor(cfg.workers, thread_name_prefix="preprocess") as pool, \
+                ShardWriter(root, cfg.format) if cache else nullcontext() as writer:
             try:
-                for r, done in zip(rows, _ordered(pool, lambda job: _run(job, cfg), jobs, ahead=4 * cfg.workers)):
+                for r, done in zip(rows, _ordered(pool, lambda job: _run(job, cfg), map(job, rows), ahead=4 * cfg.workers)):
                     bar.update()
-                    written += done.written
                     if done.histogram is not None:
                         stats.add(done.histogram)
-                    if done.data is not None:
+                    if cache:
+                        columns["shard"][r], columns["row"][r] = writer.add(ids[r], done.data, done.shape)
+                        written += len(done.data)
+                    if done.data is not None and splits[r] in HASHED_SPLITS:
                         digest.update(f"{splits[r]}\0".encode() + struct.pack("<qqq", ids[r], labels[r], len(done.data)))
                         digest.update(done.data.numpy())
             except BaseException:
                 pool.shutdown(wait=True, cancel_futures=True)  # no worker may still write into the folder
                 raise
-        columns = {name: manifest.column(name).to_pylist() for name in ("id", "label", "class_name", "split")}
-        write_manifest(root, {**columns, "path": paths}, metadata)
+        write_manifest(root, columns, metadata)
         mean, std = stats.mean_std()
         save_stats(root, Stats(mean=mean, std=std, channels=cfg.channels, sha256=digest.hexdigest()))
         written += (root / MANIFEST_NAME).stat().st_size + (root / STATS_NAME).stat().st_size
