@@ -8,8 +8,12 @@ transforms (RandomResizedCrop(224) + horizontal flip), batch 112, the same numbe
   ``RandomResizedCrop, RandomHorizontalFlip, ToTensor, Normalize`` (float32 batches);
 * ``ours``: :class:`dml.data.loading.FileSplit` + ``train_transform`` (torchvision.io decode,
   transforms.v2 on uint8 tensors; uint8 batches: the model normalises on its device);
-* ``ours + cache``: the same, reading the preprocess stage's cache (shorter side 256, JPEG 95),
-  which is what the pipeline trains from when ``preprocess.resize`` is set.
+* ``ours (256 px cache, files)``: the same, reading a cache of 256 px JPEG files (shorter side
+  256, JPEG 95), what the pipeline's cache was before it was packed;
+* ``ours (256 px cache, packed)``: the preprocess stage's own cache (``preprocess.resize: 256``,
+  JPEG 95, built by :func:`dml.data.preprocess.build_preprocessed`): the same kind of bytes
+  packed into Arrow shards and read memory-mapped (:class:`dml.data.loading.ShardSplit`), which
+  is what the pipeline trains from when ``preprocess.resize`` is set.
 
 Runs alternate A-B-C, C-B-A so that machine noise hits all; the median images/s and the ratios
 against the baseline are printed. Usage:
@@ -32,8 +36,10 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dml.data.config import TransformsConfig  # noqa: E402
-from dml.data.loading import EpochBatches, FileSplit, train_loader  # noqa: E402
+from dml.data.config import PreprocessConfig, TransformsConfig  # noqa: E402
+from dml.data.loading import EpochBatches, FileSplit, ImageSource, load_split, train_loader  # noqa: E402
+from dml.data.manifest import write_manifest  # noqa: E402
+from dml.data.preprocess import build_preprocessed  # noqa: E402
 from dml.samplers.basic import RandomSampler  # noqa: E402
 
 BATCH = 112
@@ -80,9 +86,23 @@ def baseline_seconds(root: Path, workers: int) -> tuple[float, int]:
     return time.perf_counter() - started, seen
 
 
-def ours_seconds(root: Path, rows: list[tuple[str, int]], workers: int) -> tuple[float, int]:
+def packed_cache(raw: Path, prepared: Path, out: Path, rows: list[tuple[str, int]]) -> ImageSource:
+    """The preprocess stage's 256 px JPEG cache of the raw images, packed; its train split."""
+    columns = {"id": list(range(len(rows))), "path": [rel for rel, _ in rows], "label": [label for _, label in rows],
+               "class_name": [str(label) for _, label in rows], "split": ["train"] * len(rows)}
+    prepared.mkdir(parents=True)
+    write_manifest(prepared, columns, {"name": "benchmark", "image_root": str(raw)})
+    build_preprocessed(prepared, out, PreprocessConfig(channels=3, resize=256, format="jpeg", quality=95), progress=False)
+    return load_split(out, "train")
+
+
+def file_split(root: Path, rows: list[tuple[str, int]]) -> ImageSource:
     labels = np.array([label for _, label in rows])
-    split = FileSplit(root, np.array([rel.encode() for rel, _ in rows], dtype=np.bytes_), labels, np.arange(len(rows)), 3)
+    return FileSplit(root, np.array([rel.encode() for rel, _ in rows], dtype=np.bytes_), labels, np.arange(len(rows)), 3)
+
+
+def ours_seconds(split: ImageSource, workers: int) -> tuple[float, int]:
+    labels = split.labels
     batches = EpochBatches(RandomSampler(labels, BATCH))
     batches.start(np.random.default_rng(0), 0)
     loader = train_loader(split, PAPER, batches, torch.device("cpu"), workers, 2)
@@ -102,10 +122,12 @@ def main() -> None:
         raw, cache = Path(tmp) / "raw", Path(tmp) / "cache"
         rows = write_images(raw, args.images)
         cache_images(raw, cache, rows)
+        packed = packed_cache(raw, Path(tmp) / "prepared", Path(tmp) / "preprocessed", rows)
         runs = {
             "baseline (ImageFolder + PIL)": lambda: baseline_seconds(raw, args.workers),
-            "ours (raw JPEGs)": lambda: ours_seconds(raw, rows, args.workers),
-            "ours (256 px cache)": lambda: ours_seconds(cache, rows, args.workers),
+            "ours (raw JPEGs)": lambda: ours_seconds(file_split(raw, rows), args.workers),
+            "ours (256 px cache, files)": lambda: ours_seconds(file_split(cache, rows), args.workers),
+            "ours (256 px cache, packed)": lambda: ours_seconds(packed, args.workers),
         }
         rates: dict[str, list[float]] = {name: [] for name in runs}
         names = list(runs)
@@ -118,7 +140,7 @@ def main() -> None:
     base = statistics.median(rates[names[0]])
     for name in names:
         rate = statistics.median(rates[name])
-        print(f"{name:30s} {rate:8.1f} images/s  {rate / base:5.2f}x baseline")
+        print(f"{name:32s} {rate:8.1f} images/s  {rate / base:5.2f}x baseline")
 
 
 if __name__ == "__main__":

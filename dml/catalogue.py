@@ -59,6 +59,13 @@ class Catalogue:
         """The image's file; for a packed image, its name (``path`` column) under the root."""
         return self.root / self.paths[self.row(item_id)]
 
+    def name(self, item_id: int) -> str:
+        """Where the image is, for a table: its file, or ``<shard file>#<row>`` when packed."""
+        row = self.row(item_id)
+        if self.shards is None or self.shard_rows is None:
+            return str(self.root / self.paths[row])
+        return f"{self.shards[row].path}#{self.shard_rows[row]}"
+
     def picture(self, item_id: int) -> Path | Image.Image:
         """What a thumbnail is drawn from: the image file, or a packed image's pixels."""
         row = self.row(item_id)

@@ -114,7 +114,7 @@ def format_results(result: QueryResult, searcher: Searcher) -> str:
                 continue
             item_id = int(ids[position])
             lines.append([str(rank), f"{distance:.4f}", str(item_id), str(catalogue.label(item_id)), catalogue.class_name(item_id),
-                          str(catalogue.path(item_id))])
+                          catalogue.name(item_id)])
         widths = [max(len(line[c]) for line in lines) for c in range(len(lines[0]))]
         table = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines]
         blocks.append("\n".join([f"query {row + 1}: {image}{known}", *table]))

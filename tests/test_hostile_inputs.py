@@ -423,3 +423,23 @@ def test_missing_data_root_under_dvc_changes_no_record(manifest_run):
     (repo / "params.yaml").write_text(original)
     restored = run([sys.executable, "-m", "dvc", "repro"], repo)
     assert "train" not in ran_stages(restored.stdout) and (repo / "dvc.lock").read_bytes() == lock
+
+
+@pytest.mark.e2e
+def test_corrupt_shard_is_one_line_and_the_next_repro_rebuilds_it(manifest_run):
+    """Packed data under `dvc repro`: with a resize cache, preprocess packs the images into an
+    Arrow shard; a truncated shard stops a stage that reads it with one line naming the file, and
+    the next `dvc repro` rebuilds exactly that shard (same bytes) and reruns nothing else."""
+    repo, _ = manifest_run
+    set_params(repo, preprocess={"resize": 24, "channels": 3})
+    run([sys.executable, "-m", "dvc", "repro"], repo)
+    shard = repo / "data/preprocessed/shards/00000.arrow"
+    good = shard.read_bytes()
+    assert sorted(p.name for p in (repo / "data/preprocessed").rglob("*") if p.is_file()) == ["00000.arrow", "manifest.parquet", "stats.json"]
+    shard.write_bytes(good[: len(good) // 2])
+    failed = run([sys.executable, "-m", "dvc", "repro", "-f", "-s", "embed"], repo, check=False)
+    errors = [line for line in failed.stderr.splitlines() if "image shard" in line]
+    assert failed.returncode != 0 and len(errors) == 1 and "Traceback" not in failed.stderr
+    assert "data/preprocessed/shards/00000.arrow: unreadable or truncated image shard" in errors[0] and "dvc repro" in errors[0]
+    rebuilt = run([sys.executable, "-m", "dvc", "repro"], repo)
+    assert ran_stages(rebuilt.stdout) == {"preprocess"} and shard.read_bytes() == good

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 import yaml
@@ -60,11 +61,22 @@ def glyph_run(tmp_path_factory) -> Path:
     return repo
 
 
-def pick_test_images(repo: Path, count: int) -> list[tuple[int, Path]]:
+def pick_test_images(repo: Path, count: int, folder: Path) -> list[tuple[int, Path, str]]:
+    """Test images of the packed glyphs, saved as PNG files into ``folder`` from their shard rows
+    (read with pyarrow alone): (id, file, ``<shard>#<row>`` as the command names the image)."""
     manifest = read_manifest(repo / "data/prepared", check_files=False)
     test = manifest.filter(pc.equal(manifest.column("split"), "test"))
     picks = np.linspace(0, len(test) - 1, count).astype(int)
-    return [(test.column("id")[i].as_py(), repo / "data/prepared" / test.column("path")[i].as_py()) for i in picks]
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in picks:
+        item_id, shard, row = (test.column(name)[i].as_py() for name in ("id", "shard", "row"))
+        shard_table = pa.ipc.open_file(repo / "data/prepared" / shard).read_all()
+        size = shard_table.column("height")[row].as_py(), shard_table.column("width")[row].as_py()
+        pixels = np.frombuffer(shard_table.column("data")[row].as_py(), np.uint8).reshape(size)
+        Image.fromarray(pixels).save(folder / f"{item_id}.png")
+        out.append((item_id, folder / f"{item_id}.png", f"data/prepared/{shard}#{row}"))
+    return out
 
 
 def result_rows(stdout: str) -> dict[str, list[list[str]]]:
@@ -87,21 +99,20 @@ def test_gallery_stage_png(glyph_run):
 
 
 def test_query_returns_the_test_image_itself_first(glyph_run, tmp_path):
-    """A test image is in the index: the command (a subprocess, as a user runs it) finds it
-    first at distance ~0, prints k rows per image naming id, label, class and file, and draws
-    the PNG."""
-    images = pick_test_images(glyph_run, 2)
+    """A test image (saved from its shard as a file) is in the index: the command (a subprocess,
+    as a user runs it) finds it first at distance ~0, prints k rows per image naming id, label,
+    class and where the image is stored, and draws the PNG."""
+    images = pick_test_images(glyph_run, 2, tmp_path / "queries")
     png = tmp_path / "out" / "query.png"
-    result = run([sys.executable, "-m", "dml.query", *[str(p) for _, p in images], "--k", "4", "--png", str(png)], glyph_run)
+    result = run([sys.executable, "-m", "dml.query", *[str(p) for _, p, _ in images], "--k", "4", "--png", str(png)], glyph_run)
     blocks = result_rows(result.stdout)
     assert len(blocks) == 2
-    for (own_id, path), (header, rows) in zip(images, blocks.items()):
-        assert f"dataset id {own_id}" in header
+    for (own_id, _path, stored), (header, rows) in zip(images, blocks.items()):
+        assert "dataset id" not in header  # a file outside the packed dataset
         assert [row[0] for row in rows] == ["1", "2", "3", "4"]
         rank, distance, item_id, _label = rows[0][:4]
-        item_path = rows[0][-1]
         assert int(item_id) == own_id and float(distance) < 1e-3
-        assert Path(glyph_run / item_path).resolve() == path.resolve()
+        assert rows[0][-1].endswith(stored)
     assert Image.open(png).size[0] > 5 * 64
 
 
@@ -111,7 +122,7 @@ def test_missing_pipeline_output_is_one_line(glyph_run, tmp_path, capsys, missin
     for name in OUTPUTS:
         shutil.copytree(glyph_run / name, root / name)
     (root / missing).unlink()
-    _, image = pick_test_images(glyph_run, 1)[0]
+    _, image, _ = pick_test_images(glyph_run, 1, tmp_path / "queries")[0]
     assert query_main([str(image), "--root", str(root)]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: ") and missing in err
@@ -145,7 +156,7 @@ def test_bad_image_is_one_line(glyph_run, tmp_path, capsys, name, make, message)
     path = tmp_path / name
     if make is not None:
         make(path)
-    _, good = pick_test_images(glyph_run, 1)[0]
+    _, good, _ = pick_test_images(glyph_run, 1, tmp_path / "queries")[0]
     assert query_main([str(good), str(path), "--root", str(glyph_run)]) == 1
     err = capsys.readouterr().err.strip()
     assert err.splitlines() == [err] and err.startswith(f"error: {path}: {message}")
@@ -155,7 +166,7 @@ def test_corrupt_index_and_model_are_one_line(glyph_run, tmp_path, capsys):
     root = tmp_path / "root"
     for name in OUTPUTS:
         shutil.copytree(glyph_run / name, root / name)
-    _, image = pick_test_images(glyph_run, 1)[0]
+    _, image, _ = pick_test_images(glyph_run, 1, tmp_path / "queries")[0]
     (root / "index/test.faiss").write_bytes(b"garbage" * 10)
     assert query_main([str(image), "--root", str(root)]) == 1
     assert capsys.readouterr().err.strip().startswith(f"error: {root / 'index/test.faiss'}: unreadable FAISS index")
