@@ -31,7 +31,7 @@ from dml.paths import PARAMS
 from dml.retrieval_config import EvalConfig, GalleryConfig, IndexConfig, SpectrumConfig
 from dml.samplers.config import BatchMatchKnobs, EmbeddedSamplerKnobs, SamplerSection
 from dml.schema import Section
-from dml.training_config import MonitorConfig, OptimConfig, PretrainConfig, TrainConfig
+from dml.training_config import DistributedConfig, MonitorConfig, OptimConfig, PretrainConfig, TrainConfig
 
 class LoaderConfig(Section):
     """How images are loaded, not what is learned: results are identical for any setting (see
@@ -55,8 +55,9 @@ class TrackingConfig(Section):
     log_model: bool = True
 
 
-TRAINING_SECTIONS = ("model", "loss", "miner", "sampler", "optim", "train", "transforms", "monitor")
+TRAINING_SECTIONS = ("model", "loss", "miner", "sampler", "optim", "train", "transforms", "monitor", "distributed")
 WATCHING_SECTIONS = ("monitor",)  # read by train for its curve only: no weight depends on them
+RUNTIME_SECTIONS = ("distributed",)  # how the run is spread: not the recipe of the weights (model file, fingerprint)
 METHOD_SECTIONS = ("loss", "miner", "sampler")  # a name plus one knob model per method
 TUPLE_WORDS = {"triplets": "triplets", "npair": "N-pair sets", "lifted": "lifted-structure sets"}
 
@@ -81,6 +82,7 @@ class Params(Section):
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
     monitor: MonitorConfig = MonitorConfig()
+    distributed: DistributedConfig = DistributedConfig()
     pretrain: PretrainConfig = PretrainConfig()
     transforms: TransformsConfig = TransformsConfig()
     loader: LoaderConfig = LoaderConfig()
@@ -150,6 +152,17 @@ class Params(Section):
         return self
 
     @model_validator(mode="after")
+    def _batch_splits_over_ranks(self) -> Params:
+        dist = self.distributed
+        if self.train.batch_size % dist.world_size:
+            raise ValueError(f"train.batch_size: {self.train.batch_size} is not divisible by the world size {dist.world_size} "
+                             f"(distributed.nproc_per_node {dist.nproc_per_node} x distributed.nnodes {dist.nnodes}): "
+                             f"it is the global batch, split evenly over the ranks")
+        if dist.node_rank >= dist.nnodes:
+            raise ValueError(f"distributed.node_rank: {dist.node_rank} is not below distributed.nnodes={dist.nnodes}")
+        return self
+
+    @model_validator(mode="after")
     def _spectrum_fits_embedding(self) -> Params:
         if max(self.spectrum.skip_largest) >= self.model.embed_dim:
             raise ValueError(
@@ -179,8 +192,15 @@ class Params(Section):
         return out
 
     def weights_config(self) -> dict[str, dict[str, Any]]:
-        """The training config without what only watches training: what the saved model records."""
-        return {name: section for name, section in self.training_config().items() if name not in WATCHING_SECTIONS}
+        """The training config without what only watches training or spreads it over processes:
+        what the saved model records."""
+        return {name: section for name, section in self.training_config().items()
+                if name not in WATCHING_SECTIONS + RUNTIME_SECTIONS}
+
+    def run_config(self) -> dict[str, dict[str, Any]]:
+        """The training config without how it is spread over processes: what a checkpoint belongs
+        to (its fingerprint), so that it resumes at any world size."""
+        return {name: section for name, section in self.training_config().items() if name not in RUNTIME_SECTIONS}
 
     def flat(self) -> dict[str, Any]:
         """``{"loss.name": "margin", "loss.margin.alpha": 0.2, "eval.recall_at": "1,2,4,8", ...}``

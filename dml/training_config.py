@@ -57,3 +57,25 @@ class PretrainConfig(Section):
     lr: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(4e-4, ge=0.0)
     seed: int = Field(0, ge=0)
+
+
+class DistributedConfig(Section):
+    """Data-parallel training over processes and machines (torch.distributed, DDP). One process
+    is the plain path; more, and the train stage starts its workers through torch's own launcher
+    (``torch.distributed.run``'s elastic agent). ``train.batch_size`` stays the *global* batch:
+    every rank takes its slice, and mining and the loss see the whole gathered batch
+    (dml/training/distributed.py). How the run is spread never shapes the weights' recipe: the
+    saved model and the checkpoint's fingerprint leave this section out, so a run interrupted at
+    one world size resumes at another with the same global batches."""
+
+    nproc_per_node: int = Field(1, ge=1, description="training processes on this machine (one per GPU)")
+    nnodes: int = Field(1, ge=1, description="machines taking part")
+    node_rank: int = Field(0, ge=0, description="this machine's index, 0 .. nnodes-1 (0 writes every output)")
+    master_addr: str = Field("127.0.0.1", min_length=1, description="address of node 0's rendezvous (loopback: one machine)")
+    master_port: int = Field(29500, ge=1, le=65535)
+    backend: Literal["auto", "nccl", "gloo"] = Field("auto", description="auto = nccl on CUDA, gloo on CPU")
+    sync_batchnorm: bool = Field(False, description="trainable BatchNorm over the global batch (SyncBatchNorm; CUDA only)")
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc_per_node * self.nnodes

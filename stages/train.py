@@ -3,6 +3,10 @@
 Writes the model, its per-epoch curve and final train metrics; logs the curve live to MLflow.
 Epoch checkpoints let an interrupted run resume where it stopped. Which MLflow run trained the
 model, and the wall-clock times, go to the git-ignored .dml/ (dml/paths.py), not to DVC outputs.
+
+With ``distributed.nproc_per_node x distributed.nnodes > 1`` the stage starts its workers through
+torch's elastic agent, each running this module again as one rank (dml/training/distributed.py);
+rank 0 alone tracks and writes.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from dataclasses import asdict, fields
 
 from dml.config import Params
 from dml.data.loading import load_splits
+from dml.device import resolve_device
 from dml.data.stats import load_stats
 from dml.errors import ConfigError, DatasetError
 from dml.io import atomic_file, read_json, write_json
@@ -27,9 +32,10 @@ from dml.paths import (
     TRAIN_CURVE,
     TRAIN_METRICS,
 )
-from dml.training.pretrain import load_pretrained
 from dml.tracking import TrainingRun, new_attempt, remember_model_run
+from dml.training import distributed
 from dml.training.metric import EpochRecord, train
+from dml.training.pretrain import load_pretrained
 from stages._common import run_stage
 
 
@@ -52,6 +58,21 @@ def check_config_is_current(params: Params) -> None:
 
 def train_stage(params: Params) -> None:
     check_config_is_current(params)
+    if params.distributed.world_size > 1 and not distributed.in_worker():
+        distributed.launch(params.distributed, "stages.train", "train")
+        return
+    if not distributed.in_worker():
+        fit_and_write(params)
+        return
+    world = distributed.init(params.distributed, resolve_device(params.train.device), params.train.num_threads)
+    try:
+        fit_and_write(params, world)
+    finally:
+        distributed.finish()
+
+
+def fit_and_write(params: Params, world: distributed.World = distributed.World()) -> None:
+    """Train (this process's rank of it) and, on rank 0, track and write every output."""
     stats = load_stats(PREPROCESSED)
     splits = load_splits(PREPROCESSED)
     if "train" not in splits:
@@ -74,6 +95,10 @@ def train_stage(params: Params) -> None:
         tracker.sync()
 
     started = time.perf_counter()
+    if not world.writer:
+        train(params, train_split, stats, test_split=test_split, val_split=val_split, checkpoint=CHECKPOINT,
+              progress=False, init=init)
+        return
     try:
         result = train(params, train_split, stats, test_split=test_split, val_split=val_split, checkpoint=CHECKPOINT,
                        on_start=on_start, on_epoch=on_epoch, attempt=new_attempt(), init=init)

@@ -242,10 +242,14 @@ class ImageDataset(Dataset):
 
 class EpochBatches:
     """The batch sampler of the training DataLoader: the batch sampler's batches for the epoch
-    set by :meth:`start`, each index paired with its augmentation seed."""
+    set by :meth:`start`, each index paired with its augmentation seed. With ``world > 1`` this
+    rank's contiguous slice of each global batch: every rank draws the same global batches, and
+    an image's seed is that of its position in the global batch, so the slices together are
+    exactly the one-process batch (dml/training/distributed.py)."""
 
-    def __init__(self, sampler: BatchSampler) -> None:
+    def __init__(self, sampler: BatchSampler, rank: int = 0, world: int = 1) -> None:
         self.sampler = sampler
+        self.rank, self.world = rank, world
         self.rng: np.random.Generator | None = None
         self.seed = 0
 
@@ -261,7 +265,9 @@ class EpochBatches:
         rng, self.rng = self.rng, None  # one pass per start(): a second pass would replay nothing
         for step, batch in enumerate(self.sampler.epoch(rng)):
             base = self.seed + step * len(batch)
-            yield [(int(index), (base + position) % 2**63) for position, index in enumerate(batch)]
+            keys = [(int(index), (base + position) % 2**63) for position, index in enumerate(batch)]
+            share = len(keys) // self.world
+            yield keys[self.rank * share : (self.rank + 1) * share]
 
 
 def loader_options(num_workers: int, device: torch.device, prefetch_factor: int, persistent: bool) -> dict:

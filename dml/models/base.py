@@ -90,19 +90,19 @@ class EmbeddingModel(nn.Module):
         self.normalize = normalize
         self.bgr = bgr
         self.weights_sha256 = weights_sha256
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))  # the default float dtype: float32
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``images``: uint8 or float in [0, 255], shape (B, C, H, W), RGB (or grayscale); any
-        memory format. The normalisation runs in float32; under autocast the backbone's own
-        layers pick their precision."""
+        memory format. The normalisation runs in the model's float dtype (float32; float64 in
+        the distributed equality tests); under autocast the backbone's own layers pick their precision."""
         embedding = self.head(self.backbone_features(images))
         return F.normalize(embedding, dim=-1) if self.normalize else embedding
 
     def backbone_features(self, images: torch.Tensor) -> torch.Tensor:
         """The pooled backbone features (B, feature_dim) before the head (pretraining's input)."""
-        x = images.float()
+        x = images.to(self.mean.dtype)
         if self.bgr:
             x = x.flip(1)
         return self.features((x - self.mean) / self.std)

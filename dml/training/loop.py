@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from dml.errors import TrainingError
 from dml.io import atomic_file, safe_load
+from dml.training import distributed
 
 Record = TypeVar("Record")  # one epoch's numbers (a dataclass)
 
@@ -55,6 +56,10 @@ class Fit(ABC, Generic[Record]):
     def batch_loss(self, images: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, Any]:
         """The batch's loss (forward pass and scoring), which the loop checks before stepping, and
         what :meth:`step_done` counts of the batch once it is stepped."""
+
+    def before_step(self) -> None:
+        """After the backward pass, before the optimiser step (distributed: average the gradients
+        of parameters outside the DDP module)."""
 
     @abstractmethod
     def step_done(self, loss: float, counts: Any) -> None:
@@ -107,15 +112,20 @@ def fit(
     after every epoch (one flat dict: the fingerprint, ``meta``, the task's state and the records)
     and resumed from when its fingerprint matches. ``meta`` (say, the tracking attempt) is saved
     with it; a resumed run continues with the checkpoint's. ``on_start(meta,
-    restored records)`` is called once the run is set up, ``on_epoch(record)`` after each checkpoint."""
+    restored records)`` is called once the run is set up, ``on_epoch(record)`` after each checkpoint.
+    In a distributed run rank 0 alone reads and writes the checkpoint (and sends it to the others)."""
     meta = dict(meta or {})
     records: list[Record] = []
-    state = read_checkpoint(checkpoint, fingerprint, what)
+    world = distributed.current()
+    state = read_checkpoint(checkpoint, fingerprint, what) if world.writer else None
+    if world.distributed:
+        state = distributed.broadcast(state)
     if state is not None:
         task.load_state_dict(state)
         records = [task.record_type(**record) for record in state[task.records_key]]
         meta = {key: state[key] for key in meta}
-        print(f"resuming from {checkpoint} after {name} {len(records)}/{epochs}")
+        if world.writer:
+            print(f"resuming from {checkpoint} after {name} {len(records)}/{epochs}")
     if on_start is not None:
         on_start(meta, list(records))
     task.model.train()
@@ -132,6 +142,7 @@ def fit(
                 raise TrainingError(task.diverged(value, epoch, step))
             task.optimizer.zero_grad(set_to_none=True)
             task.scaler.scale(loss).backward()
+            task.before_step()
             task.scaler.step(task.optimizer)
             task.scaler.update()
             task.step_done(value, counts)
@@ -139,7 +150,7 @@ def fit(
         records.append(record)
         if progress:
             print(task.describe(record), flush=True)
-        if checkpoint is not None:
+        if checkpoint is not None and world.writer:
             with atomic_file(checkpoint) as tmp:
                 torch.save({"fingerprint": fingerprint, **meta, **task.state_dict(),
                             task.records_key: [asdict(r) for r in records]}, tmp)

@@ -36,6 +36,7 @@ from dml.miners.registry import build_miner
 from dml.models import EmbeddingModel, build_model
 from dml.registry import lookup
 from dml.samplers.registry import build_sampler
+from dml.training import distributed
 from dml.training.loop import Fit, epoch_seed, fit
 from dml.training.monitoring import embedding_space, embed_pass, fixed_sample, quick_recall_at_1, spectrum_sample
 from dml.training.pretrain import PretrainedBackbone
@@ -77,7 +78,7 @@ def training_fingerprint(params: Params, stats: Stats, init: PretrainedBackbone 
     """Identifies a training run: the sections that shape it plus the data it reads (and the
     pretrained backbone it starts from). A checkpoint is only resumed by a run with the same
     fingerprint."""
-    content = {"params": params.training_config(), "data": asdict(stats)}
+    content = {"params": params.run_config(), "data": asdict(stats)}
     if init is not None:
         content["init"] = init.sha256
     payload = json.dumps(content, sort_keys=True)
@@ -111,7 +112,8 @@ class MetricLearning(Fit[EpochRecord]):
             torch.set_num_threads(cfg.num_threads)
         if len(train_split) < cfg.batch_size:
             raise ConfigError(f"train.batch_size: {cfg.batch_size} exceeds the {len(train_split)} training images (not one batch per epoch)")
-        self.device = device = resolve_device(cfg.device)
+        self.world = world = distributed.current()
+        self.device = device = distributed.rank_device(resolve_device(cfg.device))
         labels_np, num_classes = contiguous_labels(train_split.labels)
         self.model = build_model(params.model, stats.channels, stats.mean, stats.std)  # built on the CPU: same init everywhere
         if init is not None:
@@ -121,8 +123,15 @@ class MetricLearning(Fit[EpochRecord]):
                 raise ConfigError(f"model.name: the pretrained backbone does not fit {params.model.name!r} "
                                   f"({str(err).splitlines()[0]}); rerun stage pretrain") from None
         self.criterion = build_loss(params.loss, num_classes, params.model.embed_dim)
+        if world.distributed and params.distributed.sync_batchnorm:
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         place_model(self.model, device)
         self.criterion.to(device)
+        # the forward pass of training; self.model stays the plain module (checkpoint, monitoring, saving)
+        self.forward_model: torch.nn.Module = self.model
+        if world.distributed:
+            self.forward_model = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None)
         self.sampler, self.storage = build_sampler(params.sampler, labels_np, cfg.batch_size, params.model.embed_dim, device)
         self.optimizer = lookup(OPTIMIZERS, "optim.name", params.optim.name)(
             [{"params": self.model.parameters()}, *self.criterion.param_groups(params.optim.lr)],
@@ -131,7 +140,7 @@ class MetricLearning(Fit[EpochRecord]):
         )
         self.miner = build_miner(params.miner, cfg.seed)
         self.scaler = grad_scaler(device, cfg.amp)
-        self.epoch_batches = EpochBatches(self.sampler)
+        self.epoch_batches = EpochBatches(self.sampler, world.rank, world.size)
         self.train_split = train_split
         self.loader = train_loader(train_split, params.transforms, self.epoch_batches, device,
                                    params.loader.num_workers, params.loader.prefetch_factor)
@@ -154,19 +163,29 @@ class MetricLearning(Fit[EpochRecord]):
     def begin_epoch(self, epoch: int) -> None:
         if self.storage is not None:
             self.storage.flush()
-            if self.storage.refresh_due(epoch):  # the initial fill counts in epoch 1's time
-                self.storage.refresh(torch.from_numpy(embed_pass(self.model, self.train_split, self.params, self.storage.batch_size)))
+            if self.storage.refresh_due(epoch):  # the initial fill counts in epoch 1's time; each rank embeds a share
+                vectors = distributed.sharded_rows(len(self.train_split), lambda rows: embed_pass(
+                    self.model, self.train_split.subset(rows), self.params, self.storage.batch_size))
+                self.storage.refresh(torch.from_numpy(vectors))
 
     def batch_loss(self, images: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, int | None]:
-        """Forward (under autocast), mine and score in float32; also the tuple count (None without a miner)."""
+        """Forward (under autocast), mine and score in float32; also the tuple count (None without a
+        miner). Distributed: this rank's slice is forwarded, mining and the loss see the gathered
+        global batch (dml/training/distributed.py)."""
         with autocast(self.device, self.cfg.amp):
-            embeddings = self.model(place_images(images, self.device))
-        embeddings = embeddings.float()
+            embeddings = self.forward_model(place_images(images, self.device))
+        embeddings = embeddings.to(torch.get_default_dtype())  # float32 (from float16 / bfloat16 under amp)
+        if self.world.distributed:
+            embeddings, index = distributed.gather(embeddings), distributed.gather_plain(index)
         if self.storage is not None:  # later batches are chosen from the updated storage
             self.storage.record(index.numpy(), embeddings)
         batch_labels = self.labels[index.to(self.device)]
         tuples = self.miner(embeddings, batch_labels)
         return self.criterion(embeddings, batch_labels, tuples), (len(tuples) if tuples is not None else None)
+
+    def before_step(self) -> None:
+        if self.world.distributed:
+            distributed.average_gradients(self.criterion.parameters())
 
     def step_done(self, loss: float, counts: int | None) -> None:
         self.total_loss += loss
@@ -179,7 +198,9 @@ class MetricLearning(Fit[EpochRecord]):
                 f"epoch {epoch + 1}: miner.name={params.miner.name!r} found no tuple in any batch "
                 f"(each batch needs two samples of a class and another class); check the sampler and batch size"
             )
-        monitor = self.test_split is not None and due(epoch, self.monitor_every, cfg.epochs)
+        watch = self.world.writer  # monitoring is rank 0's: it never shapes the weights
+        monitor = watch and self.test_split is not None and due(epoch, self.monitor_every, cfg.epochs)
+        val = watch and self.val_split is not None
         record = EpochRecord(
             epoch=epoch + 1,
             loss=self.total_loss / steps,
@@ -187,11 +208,11 @@ class MetricLearning(Fit[EpochRecord]):
             beta_mean=self.criterion.monitored().get("beta_mean"),
             seconds=seconds,
             test_recall_at_1=quick_recall_at_1(self.model, self.test_split, params, self.test_queries) if monitor else None,
-            val_recall_at_1=quick_recall_at_1(self.model, self.val_split, params) if self.val_split is not None else None,
-            **(embedding_space(self.model, self.spectrum_split, params) if due(epoch, cfg.spectrum_every, cfg.epochs) else {}),
+            val_recall_at_1=quick_recall_at_1(self.model, self.val_split, params) if val else None,
+            **(embedding_space(self.model, self.spectrum_split, params) if watch and due(epoch, cfg.spectrum_every, cfg.epochs) else {}),
         )
         self.total_loss = self.total_tuples = 0.0
-        if self.select_val and (self.best is None or record.val_recall_at_1 > self.best["score"]):  # ties: the earlier epoch
+        if self.select_val and watch and (self.best is None or record.val_recall_at_1 > self.best["score"]):  # ties: the earlier epoch
             self.best = {"epoch": record.epoch, "score": record.val_recall_at_1,
                          "model": {key: value.detach().clone() for key, value in self.model.state_dict().items()}}
         return record
