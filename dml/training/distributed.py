@@ -25,6 +25,7 @@ agent (:func:`launch`), never by hand-written process management.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -83,15 +84,22 @@ def launch(cfg: DistributedConfig, module: str, name: str) -> None:
         max_restarts=0, monitor_interval=0.2, start_method="spawn",
     )
     os.environ[WORKER_ENV] = "1"  # inherited by the workers
+    # each rank's share of the cores (torchrun would set 1 and say so); a rank's own failure is
+    # reported below in one line, not in the agent's multi-line log
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // cfg.nproc_per_node)))
+    elastic_log = logging.getLogger("torch.distributed.elastic")
+    level = elastic_log.level
+    elastic_log.setLevel(logging.CRITICAL)
     try:
         elastic_launch(config, sys.executable)("-u", "-m", module)
     except ChildFailedError as err:
         rank, failure = err.get_first_failure()
         how = f"signal {failure.signal_name()}" if failure.signal else f"exit code {failure.exitcode}"
-        raise TrainingError(f"{name}: rank {rank} of {cfg.world_size} stopped ({how}); the other ranks were stopped, the last "
+        raise TrainingError(f"rank {rank} of {cfg.world_size} stopped ({how}); the other ranks were stopped, the last "
                             f"epoch checkpoint is kept and a rerun resumes from it") from None
     finally:
         os.environ.pop(WORKER_ENV, None)
+        logging.getLogger("torch.distributed.elastic").setLevel(level)
 
 
 def init(cfg: DistributedConfig, device: torch.device, threads: int = 0) -> World:
