@@ -13,7 +13,9 @@ transforms (RandomResizedCrop(224) + horizontal flip), batch 112, the same numbe
 * ``ours (256 px cache, packed)``: the preprocess stage's own cache (``preprocess.resize: 256``,
   JPEG 95, built by :func:`dml.data.preprocess.build_preprocessed`): the same kind of bytes
   packed into Arrow shards and read memory-mapped (:class:`dml.data.loading.ShardSplit`), which
-  is what the pipeline trains from when ``preprocess.resize`` is set.
+  is what the pipeline trains from when ``preprocess.resize`` is set;
+* ``ours (256 px cache, packed raw)``: the same cache with ``preprocess.format: raw``, the
+  resized pixels themselves (no decoding when loading; about 10x the disk of JPEG).
 
 Runs alternate A-B-C, C-B-A so that machine noise hits all; the median images/s and the ratios
 against the baseline are printed. Usage:
@@ -86,13 +88,13 @@ def baseline_seconds(root: Path, workers: int) -> tuple[float, int]:
     return time.perf_counter() - started, seen
 
 
-def packed_cache(raw: Path, prepared: Path, out: Path, rows: list[tuple[str, int]]) -> ImageSource:
-    """The preprocess stage's 256 px JPEG cache of the raw images, packed; its train split."""
+def packed_cache(raw: Path, prepared: Path, out: Path, rows: list[tuple[str, int]], fmt: str = "jpeg") -> ImageSource:
+    """The preprocess stage's 256 px cache (JPEG 95 or ``fmt``) of the raw images, packed; its train split."""
     columns = {"id": list(range(len(rows))), "path": [rel for rel, _ in rows], "label": [label for _, label in rows],
                "class_name": [str(label) for _, label in rows], "split": ["train"] * len(rows)}
-    prepared.mkdir(parents=True)
+    prepared.mkdir(parents=True, exist_ok=True)
     write_manifest(prepared, columns, {"name": "benchmark", "image_root": str(raw)})
-    build_preprocessed(prepared, out, PreprocessConfig(channels=3, resize=256, format="jpeg", quality=95), progress=False)
+    build_preprocessed(prepared, out, PreprocessConfig(channels=3, resize=256, format=fmt, quality=95), progress=False)
     return load_split(out, "train")
 
 
@@ -123,11 +125,13 @@ def main() -> None:
         rows = write_images(raw, args.images)
         cache_images(raw, cache, rows)
         packed = packed_cache(raw, Path(tmp) / "prepared", Path(tmp) / "preprocessed", rows)
+        packed_raw = packed_cache(raw, Path(tmp) / "prepared", Path(tmp) / "preprocessed-raw", rows, "raw")
         runs = {
             "baseline (ImageFolder + PIL)": lambda: baseline_seconds(raw, args.workers),
             "ours (raw JPEGs)": lambda: ours_seconds(file_split(raw, rows), args.workers),
             "ours (256 px cache, files)": lambda: ours_seconds(file_split(cache, rows), args.workers),
             "ours (256 px cache, packed)": lambda: ours_seconds(packed, args.workers),
+            "ours (256 px cache, packed raw)": lambda: ours_seconds(packed_raw, args.workers),
         }
         rates: dict[str, list[float]] = {name: [] for name in runs}
         names = list(runs)

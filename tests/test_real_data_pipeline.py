@@ -57,6 +57,8 @@ def test_cub_format_pipeline_learns_unseen_classes(tmp_path):
     dataset = json.loads((repo / "data/prepared/dataset.json").read_text())
     counts = {split: (info["classes"], info["images"]) for split, info in dataset["splits"].items()}
     assert counts == {"train": (90, 720), "val": (10, 80), "test": (100, 800)}
+    cache = sorted(p.relative_to(repo / "data/preprocessed").as_posix() for p in (repo / "data/preprocessed").rglob("*") if p.is_file())
+    assert cache == ["manifest.parquet", "shards/00000.arrow", "stats.json"]  # the resize cache is packed: training read shards
     trained = json.loads((repo / "metrics/train.json").read_text())
     assert trained["selection"] == "val" and 1 <= trained["selected_epoch"] <= 6
     recall = json.loads((repo / "metrics/eval.json").read_text())["recall_at_1"]

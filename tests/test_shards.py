@@ -137,3 +137,43 @@ def test_glyphs_are_prepared_packed_and_read_back_exactly(tmp_path, monkeypatch)
     manifest = read_manifest(PREPARED)
     assert manifest.column("path").to_pylist()[:2] == ["0000/000000", "0000/000001"]
     assert json.loads((tmp_path / PREPARED / "dataset.json").read_text())["images"] == 24
+
+
+@pytest.mark.integration
+def test_training_from_shards_equals_training_from_the_same_images_as_files(tmp_path, monkeypatch):
+    """The packed glyphs and the same images written as PNG files (the data path before packing)
+    train bit-identical weights: packing changes no pixel and no batch."""
+    import torch
+
+    from dml.data.loading import load_split
+    from dml.data.manifest import write_manifest
+    from dml.data.stats import load_stats
+    from dml.training.metric import train
+    from stages.prepare import prepare
+    from stages.preprocess import preprocess
+
+    monkeypatch.chdir(tmp_path)
+    raw = {"data": {"glyphs": {"max_classes": 8, "samples_per_class": 6}}, "train": {"epochs": 2, "batch_size": 16, "num_threads": 1}}
+    params = parse_params(raw)
+    prepare(params)
+    packed = read_manifest(PREPARED)
+    files = tmp_path / "files"
+    columns = {name: packed.column(name).to_pylist() for name in ("id", "label", "class_name", "split")}
+    columns["path"] = [f"images/{i}.png" for i in columns["id"]]
+    (files / "images").mkdir(parents=True)
+    glyphs = generate_glyphs(max_classes=8, samples_per_class=6)
+    for i, path in zip(columns["id"], columns["path"]):
+        Image.fromarray(glyphs.images[i]).save(files / path)
+    write_manifest(files, columns, {"name": "glyphs as files"})
+    preprocess(params)
+    from dml.data.config import PreprocessConfig
+    from dml.data.preprocess import build_preprocessed
+
+    build_preprocessed(files, tmp_path / "files-preprocessed", PreprocessConfig(channels=1), progress=False)
+    weights = {}
+    for name, root in (("packed", tmp_path / PREPROCESSED), ("files", tmp_path / "files-preprocessed")):
+        split = load_split(root, "train")
+        assert type(split).__name__ == ("ShardSplit" if name == "packed" else "FileSplit")
+        weights[name] = train(params, split, load_stats(root), progress=False).model.state_dict()
+    assert weights["packed"].keys() == weights["files"].keys()
+    assert all(torch.equal(weights["packed"][k], weights["files"][k]) for k in weights["packed"])

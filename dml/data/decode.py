@@ -23,9 +23,8 @@ from torchvision.transforms.v2 import functional as F
 
 from dml.errors import DatasetError
 
-Format = Literal["jpeg", "png", "webp"]
-SUFFIXES: dict[str, str] = {"jpeg": "jpg", "png": "png", "webp": "webp"}
-LOSSLESS: frozenset[str] = frozenset({"png"})
+Format = Literal["jpeg", "png", "webp", "raw"]
+LOSSLESS: frozenset[str] = frozenset({"png", "raw"})
 _PIL_MODES = {1: "L", 3: "RGB"}
 # What PIL raises on a file it cannot identify, decode or convert: SyntaxError / EOFError come
 # from plugins reading broken chunks, ValueError from unsupported mode conversions.
@@ -118,7 +117,10 @@ def resize_shorter(image: torch.Tensor, size: int | None) -> torch.Tensor:
 
 
 def encode(image: torch.Tensor, fmt: Format, quality: int) -> torch.Tensor:
-    """``image`` (uint8, 1 or 3 channels) encoded as ``fmt``; quality is ignored for PNG."""
+    """``image`` (uint8, 1 or 3 channels) encoded as ``fmt`` (``raw``: its pixels, C x H x W);
+    quality is ignored for PNG and raw."""
+    if fmt == "raw":
+        return image.contiguous().reshape(-1).clone()
     if fmt == "jpeg":
         return encode_jpeg(image, quality=quality)
     if fmt == "png":
