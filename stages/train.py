@@ -33,7 +33,7 @@ from dml.paths import (
     TRAIN_METRICS,
 )
 from dml.tracking import TrainingRun, new_attempt, remember_model_run
-from dml.training import distributed
+from dml.training.distributed import World, finish, in_worker, init, launch
 from dml.training.metric import EpochRecord, train
 from dml.training.pretrain import load_pretrained
 from stages._common import run_stage
@@ -58,20 +58,20 @@ def check_config_is_current(params: Params) -> None:
 
 def train_stage(params: Params) -> None:
     check_config_is_current(params)
-    if params.distributed.world_size > 1 and not distributed.in_worker():
-        distributed.launch(params.distributed, "stages.train", "train")
+    if params.distributed.world_size > 1 and not in_worker():
+        launch(params.distributed, "stages.train", "train")
         return
-    if not distributed.in_worker():
+    if not in_worker():
         fit_and_write(params)
         return
-    world = distributed.init(params.distributed, resolve_device(params.train.device), params.train.num_threads)
+    world = init(params.distributed, resolve_device(params.train.device), params.train.num_threads)
     try:
         fit_and_write(params, world)
     finally:
-        distributed.finish()
+        finish()
 
 
-def fit_and_write(params: Params, world: distributed.World = distributed.World()) -> None:
+def fit_and_write(params: Params, world: World = World()) -> None:
     """Train (this process's rank of it) and, on rank 0, track and write every output."""
     stats = load_stats(PREPROCESSED)
     splits = load_splits(PREPROCESSED)

@@ -30,13 +30,16 @@ import os
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
 from dml.errors import ConfigError, TrainingError
-from dml.training_config import DistributedConfig
+
+if TYPE_CHECKING:
+    from dml.training_config import DistributedConfig
 
 WORKER_ENV = "DML_DISTRIBUTED_WORKER"  # set in the workers the launcher starts
 

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from dml.errors import TrainingError
 from dml.io import atomic_file, safe_load
-from dml.training import distributed
+from dml.training.distributed import broadcast, current
 
 Record = TypeVar("Record")  # one epoch's numbers (a dataclass)
 
@@ -116,10 +116,10 @@ def fit(
     In a distributed run rank 0 alone reads and writes the checkpoint (and sends it to the others)."""
     meta = dict(meta or {})
     records: list[Record] = []
-    world = distributed.current()
+    world = current()
     state = read_checkpoint(checkpoint, fingerprint, what) if world.writer else None
     if world.distributed:
-        state = distributed.broadcast(state)
+        state = broadcast(state)
     if state is not None:
         task.load_state_dict(state)
         records = [task.record_type(**record) for record in state[task.records_key]]

@@ -36,7 +36,7 @@ from dml.miners.registry import build_miner
 from dml.models import EmbeddingModel, build_model
 from dml.registry import lookup
 from dml.samplers.registry import build_sampler
-from dml.training import distributed
+from dml.training.distributed import average_gradients, current, gather, gather_plain, rank_device, sharded_rows
 from dml.training.loop import Fit, epoch_seed, fit
 from dml.training.monitoring import embedding_space, embed_pass, fixed_sample, quick_recall_at_1, spectrum_sample
 from dml.training.pretrain import PretrainedBackbone
@@ -112,8 +112,8 @@ class MetricLearning(Fit[EpochRecord]):
             torch.set_num_threads(cfg.num_threads)
         if len(train_split) < cfg.batch_size:
             raise ConfigError(f"train.batch_size: {cfg.batch_size} exceeds the {len(train_split)} training images (not one batch per epoch)")
-        self.world = world = distributed.current()
-        self.device = device = distributed.rank_device(resolve_device(cfg.device))
+        self.world = world = current()
+        self.device = device = rank_device(resolve_device(cfg.device))
         labels_np, num_classes = contiguous_labels(train_split.labels)
         self.model = build_model(params.model, stats.channels, stats.mean, stats.std)  # built on the CPU: same init everywhere
         if init is not None:
@@ -164,7 +164,7 @@ class MetricLearning(Fit[EpochRecord]):
         if self.storage is not None:
             self.storage.flush()
             if self.storage.refresh_due(epoch):  # the initial fill counts in epoch 1's time; each rank embeds a share
-                vectors = distributed.sharded_rows(len(self.train_split), lambda rows: embed_pass(
+                vectors = sharded_rows(len(self.train_split), lambda rows: embed_pass(
                     self.model, self.train_split.subset(rows), self.params, self.storage.batch_size))
                 self.storage.refresh(torch.from_numpy(vectors))
 
@@ -176,7 +176,7 @@ class MetricLearning(Fit[EpochRecord]):
             embeddings = self.forward_model(place_images(images, self.device))
         embeddings = embeddings.to(torch.get_default_dtype())  # float32 (from float16 / bfloat16 under amp)
         if self.world.distributed:
-            embeddings, index = distributed.gather(embeddings), distributed.gather_plain(index)
+            embeddings, index = gather(embeddings), gather_plain(index)
         if self.storage is not None:  # later batches are chosen from the updated storage
             self.storage.record(index.numpy(), embeddings)
         batch_labels = self.labels[index.to(self.device)]
@@ -185,7 +185,7 @@ class MetricLearning(Fit[EpochRecord]):
 
     def before_step(self) -> None:
         if self.world.distributed:
-            distributed.average_gradients(self.criterion.parameters())
+            average_gradients(self.criterion.parameters())
 
     def step_done(self, loss: float, counts: int | None) -> None:
         self.total_loss += loss
