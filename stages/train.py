@@ -33,7 +33,7 @@ from dml.paths import (
     TRAIN_METRICS,
 )
 from dml.tracking import TrainingRun, new_attempt, remember_model_run
-from dml.training.distributed import World, finish, in_worker, init, launch
+from dml.training.distributed import World, finish, in_worker, init, launch, peer_lost
 from dml.training.metric import EpochRecord, train
 from dml.training.pretrain import load_pretrained
 from stages._common import run_stage
@@ -67,8 +67,12 @@ def train_stage(params: Params) -> None:
     world = init(params.distributed, resolve_device(params.train.device), params.train.num_threads)
     try:
         fit_and_write(params, world)
-    finally:
-        finish()
+    except Exception as err:
+        finish(clean=False)
+        if peer_lost(err):
+            raise SystemExit(1) from None  # another rank stopped first; the launcher says which, in one line
+        raise
+    finish()
 
 
 def fit_and_write(params: Params, world: World = World()) -> None:

@@ -94,6 +94,7 @@ def test_killed_rank_is_one_line_and_the_rerun_resumes_to_the_same_model(one_nod
     lines = err.strip().splitlines()
     assert launcher.returncode == 1 and lines[-1].startswith("error in stage train: rank 1 of 2 stopped (signal SIGKILL)")
     assert "checkpoint is kept" in lines[-1]
+    assert "Traceback" not in err and len([line for line in lines if "error" in line.lower()]) == 1, err
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)  # intact: written atomically by rank 0
     assert 1 <= len(state["curve"]) < EPOCHS
     resumed = train(repo)

@@ -97,7 +97,7 @@ def launch(cfg: DistributedConfig, module: str, name: str) -> None:
         elastic_launch(config, sys.executable)("-u", "-m", module)
     except ChildFailedError as err:
         rank, failure = err.get_first_failure()
-        how = f"signal {failure.signal_name()}" if failure.signal else f"exit code {failure.exitcode}"
+        how = f"signal {failure.signal_name()}" if failure.exitcode < 0 else f"exit code {failure.exitcode}"
         raise TrainingError(f"rank {rank} of {cfg.world_size} stopped ({how}); the other ranks were stopped, the last "
                             f"epoch checkpoint is kept and a rerun resumes from it") from None
     finally:
@@ -121,10 +121,21 @@ def init(cfg: DistributedConfig, device: torch.device, threads: int = 0) -> Worl
     return current()
 
 
-def finish() -> None:
+def finish(clean: bool = True) -> None:
+    """Leave the process group (after the other ranks, unless this rank is failing)."""
     if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+        if clean:
+            dist.barrier()
         dist.destroy_process_group()
+
+
+def peer_lost(err: BaseException) -> bool:
+    """Whether ``err`` is this rank noticing another rank's end (a collective that lost its
+    peer): the launcher then names the rank that stopped first, in one line."""
+    if isinstance(err, dist.DistError):
+        return True
+    text = str(err)
+    return isinstance(err, RuntimeError) and any(mark in text for mark in ("gloo", "NCCL", "Connection reset", "Connection closed"))
 
 
 def rank_device(device: torch.device) -> torch.device:
