@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -147,7 +148,11 @@ def gather(local: torch.Tensor) -> torch.Tensor:
     """The global batch from every rank's slice, in rank order, differentiable (module docstring)."""
     from torch.distributed.nn.functional import all_gather
 
-    return torch.cat(all_gather(local.contiguous()), dim=0)
+    with warnings.catch_warnings():
+        # torch 2.14 marks it deprecated in favour of a private module (_functional_collectives);
+        # it stays the public differentiable all-gather, and the equality tests pin what it does
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.cat(all_gather(local.contiguous()), dim=0)
 
 
 def gather_plain(local: torch.Tensor) -> torch.Tensor:
