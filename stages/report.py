@@ -5,6 +5,8 @@ retrieval gallery, model). Its DVC outputs are the two figures; which MLflow run
 from __future__ import annotations
 
 import csv
+import tempfile
+from pathlib import Path
 
 import matplotlib
 
@@ -28,6 +30,7 @@ from dml.paths import (  # noqa: E402
     TRAIN_SPECTRUM_PNG,
 )
 from dml.plotting import save_figure  # noqa: E402
+from dml.serving import save_mlflow_model  # noqa: E402
 from dml.tracking import CURVE_METRICS, model_run_key, report_result  # noqa: E402
 from stages._common import run_stage  # noqa: E402
 
@@ -107,7 +110,12 @@ def report(params: Params) -> None:
     training_run = model_run_key(MODEL)  # None where this machine did not train the model (say, `dvc pull`ed)
     plot_spectrum_over_training(curves)
     plots = [SPECTRUM_PNG, CURVE_PNG, TRAIN_SPECTRUM_PNG, GALLERY_PNG]
-    result = report_result(params, training_run, metrics, curves, plots, MODEL)
+    with tempfile.TemporaryDirectory() as tmp:
+        mlflow_model = None
+        if params.tracking.log_model:  # a loadable MLflow model (dml/serving.py), snapshotted into the outbox
+            mlflow_model = Path(tmp) / "embedding_model"
+            save_mlflow_model(MODEL, mlflow_model)
+        result = report_result(params, training_run, metrics, curves, plots, MODEL, mlflow_model)
     write_json(REPORT, result)
     kind = "new run" if result["new_run"] else "training run"
     where = f"run {result['run_id']}" if result["run_id"] else "the outbox (the store did not answer; sent later)"

@@ -30,7 +30,7 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("params schema", ("dml.config",)),
     ("components", ("dml.embeddings", "dml.indexing", "dml.inference", "dml.model_file", "dml.tracking",
                     "dml.studies")),
-    ("workflows", ("dml.training", "dml.evaluation", "dml.gallery")),
+    ("workflows", ("dml.training", "dml.evaluation", "dml.gallery", "dml.serving")),
     ("applications", ("dml.query",)),
     ("entry points", ("stages", "pipelines")),
 )

@@ -95,6 +95,29 @@ def repo(tmp_path_factory) -> Path:
     return tiny_project(tmp_path_factory.mktemp("pipeline"))
 
 
+def check_registered_model(repo: Path) -> None:
+    """The result's registered MLflow model, loaded offline with mlflow.pyfunc, embeds the test
+    images (read from the packed shards) as the embed stage did (embeddings/test.parquet)."""
+    import mlflow
+
+    from dml.data.loading import load_split
+    from dml.embeddings import read_embeddings
+
+    uri = f"sqlite:///{repo / 'mlflow.db'}"
+    versions = mlflow_client(repo).search_model_versions("name='glyphs-dml-embedding'")
+    assert [int(v.version) for v in versions] == [1] and versions[0].run_id == mlflow_runs(repo)[0].info.run_id
+    mlflow.set_tracking_uri(uri)
+    try:
+        model = mlflow.pyfunc.load_model("models:/glyphs-dml-embedding/1")
+    finally:
+        mlflow.set_tracking_uri(None)
+    test = load_split(repo / "data/preprocessed", "test")
+    images = np.stack([test.read(i).numpy() for i in range(len(test))])
+    expected = read_embeddings(repo / "embeddings/test.parquet")
+    assert np.array_equal(expected.ids, test.ids)
+    np.testing.assert_allclose(model.predict(images), expected.vectors, rtol=1e-4, atol=1e-5)
+
+
 def test_full_then_selective_reruns(repo):
     first = run([sys.executable, "-m", "dvc", "repro"], repo)
     assert ran_stages(first.stdout) == set(ALL_STAGES)
@@ -105,6 +128,7 @@ def test_full_then_selective_reruns(repo):
     assert len(mlflow_runs(repo)) == 1
     logged = {a.path for a in mlflow_client(repo).list_artifacts(mlflow_runs(repo)[0].info.run_id, "plots")}
     assert {"plots/gallery.png", "plots/spectrum.png", "plots/train_curve.png"} <= logged
+    check_registered_model(repo)
 
     noop = run([sys.executable, "-m", "dvc", "repro"], repo)
     assert ran_stages(noop.stdout) == set()

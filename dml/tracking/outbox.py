@@ -31,6 +31,8 @@ FIELDS = {
     "metrics": ("metrics",),
     "tags": ("tags",),
     "artifact": ("file", "artifact_path"),
+    "artifacts": ("dir", "artifact_path"),  # a folder: an MLflow model
+    "register": ("name", "artifact_path"),  # a model registry version of the run's MLflow model
     "link_model": ("run_key", "experiment"),
     "link_parent": ("run_key", "experiment"),
     "status": ("status", "time"),
@@ -158,6 +160,14 @@ class Outbox:
         except OSError:
             shutil.copy2(path, target)
         return self.append("artifact", file=str(target.relative_to(self.root)), artifact_path=artifact_path)
+
+    def append_artifact_dir(self, path: Path, artifact_path: str) -> int:
+        """Snapshot the folder ``path`` now and record it for upload under ``artifact_path``."""
+        self.records()
+        target = self.files / str(self._next_seq) / Path(path).name
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(path, target)
+        return self.append("artifacts", dir=str(target.relative_to(self.root)), artifact_path=artifact_path)
 
     def pending(self) -> bool:
         """Records not yet known to be in MLflow (the run's own tag decides when syncing); none

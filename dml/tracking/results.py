@@ -21,6 +21,12 @@ METRIC_GROUPS = ("eval", "train", "space", "index")
 RESULT_TAG = "dml.result_logged"
 
 
+def registered_model_name(params: Params) -> str:
+    """The model registry's name of the pipeline's embedding models: one per experiment, one
+    version per result."""
+    return f"{params.tracking.experiment}-embedding"
+
+
 def _model_run_file(model_file: Path) -> Path:
     return repo_root() / MODEL_RUNS / f"{file_sha256(model_file)}.json"
 
@@ -48,8 +54,11 @@ def report_result(
     curves: dict[str, list[tuple[int, float]]],
     artifacts: list[Path],
     model_file: Path,
+    mlflow_model: Path | None = None,
 ) -> dict[str, Any]:
-    """Record one pipeline result; see :mod:`dml.tracking` for which run it lands in."""
+    """Record one pipeline result; see :mod:`dml.tracking` for which run it lands in. With
+    ``mlflow_model`` (a pyfunc folder, dml/serving.py), the result's run gets it as
+    ``embedding_model`` and registers it as a new version of ``<experiment>-embedding``."""
     flat = flat_params(params)
     training = Outbox(outbox_root(), training_run_key) if training_run_key else None
     if training is not None and training.head() is None:  # gone, or its opening record damaged: no run to join
@@ -72,6 +81,8 @@ def report_result(
     tracker.log_metrics(metrics)
     for path in artifacts:
         tracker.log_artifact(path, "plots")
+    if mlflow_model is not None:
+        tracker.log_model(mlflow_model, "embedding_model", registered_model_name(params))
     tracker.set_tags({RESULT_TAG: "true"})
     tracker.set_status("FINISHED")
     tracker.sync()

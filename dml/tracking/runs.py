@@ -77,6 +77,12 @@ class Tracker:
     def log_artifact(self, path: Path, artifact_path: str) -> None:
         self.outbox.append_artifact(Path(path), artifact_path)
 
+    def log_model(self, folder: Path, artifact_path: str, registered_name: str) -> None:
+        """An MLflow model folder (dml/serving.py) as the run's ``artifact_path``, registered as a
+        new version of ``registered_name`` (one version per run, however often it is synced)."""
+        self.outbox.append_artifact_dir(Path(folder), artifact_path)
+        self.outbox.append("register", name=registered_name, artifact_path=artifact_path)
+
     def set_tags(self, tags: dict[str, str]) -> None:
         self.outbox.append("tags", tags=tags)
 

@@ -71,6 +71,10 @@ def _apply(client, outbox: Outbox, run_id: str, record: dict[str, Any], in_doubt
         client.log_artifact(run_id, str(outbox.root / record["file"]), artifact_path=record["artifact_path"])
         if record["artifact_path"] == "model":
             client.set_tag(run_id, MODEL_FILE_TAG, f"model/{Path(record['file']).name}")
+    elif op == "artifacts":
+        client.log_artifacts(run_id, str(outbox.root / record["dir"]), artifact_path=record["artifact_path"])
+    elif op == "register":
+        _register(client, run_id, record["name"], record["artifact_path"])
     elif op == "link_model":
         # The run holding the model: synced first (outboxes go oldest first), found by its key.
         model_run = find_run(client, experiment_id(client, record["experiment"]), record["run_key"])
@@ -92,6 +96,21 @@ def _apply(client, outbox: Outbox, run_id: str, record: dict[str, Any], in_doubt
             client.update_run(run_id, status="RUNNING")
         else:
             client.set_terminated(run_id, status=record["status"], end_time=record["time"])
+
+
+def _register(client, run_id: str, name: str, artifact_path: str) -> None:
+    """A version of the registered model ``name`` for the run's MLflow model, unless the run has
+    one already (a record applied twice after a lost answer registers once)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(name, description="Embedding models of the dml pipeline: uint8 images (N, C, H, W) "
+                                       "in, float32 embeddings out (mlflow.pyfunc.load_model(...).predict).")
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    if not client.search_model_versions(f"name='{name}' and run_id='{run_id}'"):
+        client.create_model_version(name, source=f"runs:/{run_id}/{artifact_path}", run_id=run_id)
 
 
 def sync_outbox(client, outbox: Outbox) -> str:

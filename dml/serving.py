@@ -1,0 +1,64 @@
+"""The trained model as an MLflow model: ``mlflow.pyfunc.load_model(...).predict(images)`` gives
+the embed stage's embeddings.
+
+The pyfunc wraps ``models/model.pt`` (an artifact of the MLflow model) and applies what the
+embed stage applies: the training-time eval geometry (``Resize`` + ``CenterCrop`` from the
+transforms the model file records), then the network in eval mode. Input: a uint8 array of
+decoded images, (N, C, H, W) with the model's channel count (1 = gray, 3 = RGB); output: float32
+embeddings (N, D). The signature says so, with a two-image input example.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import mlflow.pyfunc
+import numpy as np
+import torch
+
+from dml.data.config import TransformsConfig
+from dml.data.loading import eval_transform
+from dml.io import safe_load
+from dml.model_file import load_model
+
+MODEL_ARTIFACT = "model"
+
+
+def _geometry(model_file: Path) -> tuple[TransformsConfig, int, int]:
+    saved = safe_load(model_file, "trained model")
+    transforms = TransformsConfig(**saved["training_config"]["transforms"])
+    return transforms, int(saved["stats"]["channels"]), int(saved["training_config"]["model"]["embed_dim"])
+
+
+class EmbeddingPyfunc(mlflow.pyfunc.PythonModel):
+    """Images in, embeddings out, as the embed stage computes them."""
+
+    def load_context(self, context) -> None:
+        path = Path(context.artifacts[MODEL_ARTIFACT])
+        self.model = load_model(path)
+        self.transforms = _geometry(path)[0]
+
+    def predict(self, context, model_input: np.ndarray, params: dict | None = None) -> np.ndarray:
+        images = torch.as_tensor(np.asarray(model_input, dtype=np.uint8))
+        transform = eval_transform(self.transforms)
+        with torch.no_grad():
+            batch = torch.stack([transform(image) for image in images])
+            return self.model(batch).float().numpy()
+
+
+def save_mlflow_model(model_file: Path, out: Path) -> None:
+    """An MLflow pyfunc model of ``model_file`` at ``out`` (replaced), with its signature and an
+    input example; the environment is this project (no requirement inference: offline)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    transforms, channels, dim = _geometry(model_file)
+    size = transforms.size
+    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, channels, -1, -1))]),
+                               outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, dim))]))
+    example = np.zeros((2, channels, size, size), dtype=np.uint8)
+    shutil.rmtree(out, ignore_errors=True)
+    mlflow.pyfunc.save_model(str(out), python_model=EmbeddingPyfunc(), artifacts={MODEL_ARTIFACT: str(model_file)},
+                             signature=signature, input_example=example,
+                             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "dml-pipeline"])
