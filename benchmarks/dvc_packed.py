@@ -15,7 +15,6 @@ Usage: ``python benchmarks/dvc_packed.py [--images 120000] [--repeats 5] [--skip
 from __future__ import annotations
 
 import argparse
-import io
 import shutil
 import statistics
 import subprocess
@@ -24,7 +23,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -64,14 +62,9 @@ def noop_repro(repeats: int) -> None:
 
 def write_dataset(files: Path, packed: Path, count: int) -> None:
     """The same ``count`` JPEGs as files (1,000 per folder) and packed into shards."""
-    from PIL import Image
+    from loader_memory import small_jpegs  # this folder: the same tiny JPEGs as the memory benchmark
 
-    rng = np.random.default_rng(0)
-    encoded = []
-    for _ in range(64):
-        buffer = io.BytesIO()
-        Image.fromarray(rng.integers(0, 256, (36, 48, 3), dtype=np.uint8)).save(buffer, format="JPEG", quality=80)
-        encoded.append(buffer.getvalue())
+    encoded = small_jpegs()
     with ShardWriter(packed, "jpeg") as writer:
         for i in range(count):
             data = encoded[i % 64][:-2] + i.to_bytes(4, "little") + b"\xff\xd9"  # distinct files: no deduplication

@@ -34,21 +34,27 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def write_files(root: Path, count: int, packed: bool) -> None:
-    """Tiny JPEGs (48x36): the data path's memory must not depend on pixels held, only on files;
-    ``packed``: into shards under ``root/packed`` instead."""
+def small_jpegs(count: int = 64) -> list[bytes]:
+    """``count`` distinct SOP-like tiny JPEGs (48x36 noise, quality 80), encoded once."""
     import io
 
     from PIL import Image
 
-    from dml.data.shards import ShardWriter
-
     rng = np.random.default_rng(0)
-    base = []
-    for _ in range(64):
+    out = []
+    for _ in range(count):
         buffer = io.BytesIO()
         Image.fromarray(rng.integers(0, 256, (36, 48, 3), dtype=np.uint8)).save(buffer, format="JPEG", quality=80)
-        base.append(buffer.getvalue())
+        out.append(buffer.getvalue())
+    return out
+
+
+def write_files(root: Path, count: int, packed: bool) -> None:
+    """Tiny JPEGs (48x36): the data path's memory must not depend on pixels held, only on files;
+    ``packed``: into shards under ``root/packed`` instead."""
+    from dml.data.shards import ShardWriter
+
+    base = small_jpegs()
     if packed:
         with ShardWriter(root / "packed", "jpeg") as writer:
             for i in range(count):

@@ -5,6 +5,7 @@ A module of its own so that spawned ranks can import it."""
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,13 @@ METHODS: dict[str, dict] = {
     "proxyanchor": {"loss": {"name": "proxyanchor"}},
     "greedy_coreset": {"sampler": {"name": "greedy_coreset", "greedy_coreset": {"pool_size": 32}}},
 }
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now (the rendezvous of a test's ranks)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def tiny_split() -> ArraySplit:

@@ -15,7 +15,6 @@ follow rounding)."""
 
 from __future__ import annotations
 
-import socket
 
 import numpy as np
 import pytest
@@ -31,16 +30,10 @@ from dml.samplers.basic import RandomSampler
 pytestmark = pytest.mark.integration
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("ddp")
-    mp.spawn(ddp_worker.rank_main, args=(2, free_port(), str(out)), nprocs=2, join=True)
+    mp.spawn(ddp_worker.rank_main, args=(2, ddp_worker.free_port(), str(out)), nprocs=2, join=True)
     return {rank: torch.load(out / f"rank{rank}.pt", weights_only=False) for rank in (0, 1)}
 
 

@@ -7,7 +7,6 @@ result."""
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -17,16 +16,11 @@ import psutil
 import pytest
 import torch
 
+from ddp_worker import free_port
 from test_pipeline import run, set_params, tiny_project
 
 pytestmark = pytest.mark.e2e
 EPOCHS = 4
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
