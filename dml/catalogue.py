@@ -11,7 +11,7 @@ import pyarrow as pa
 from PIL import Image
 
 from dml.data.manifest import image_root, is_packed
-from dml.data.shards import ShardFile, shard_files
+from dml.data.shards import ShardFile, open_shards
 from dml.errors import DatasetError
 
 
@@ -35,9 +35,8 @@ class Catalogue:
         images = image_root(manifest, Path(root))
         shards = shard_rows = None
         if is_packed(manifest):
-            names = manifest.column("shard").to_pylist()
-            files = shard_files(images, sorted(set(names)))
-            shards, shard_rows = [files[name] for name in names], manifest.column("row").to_pylist()
+            files, shard_of_row = open_shards(images, manifest.column("shard").to_pylist())
+            shards, shard_rows = [files[i] for i in shard_of_row.tolist()], manifest.column("row").to_pylist()
         return cls(
             root=images,
             paths=paths,

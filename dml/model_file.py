@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from dml.config import Params
+from dml.data.config import TransformsConfig
 from dml.data.stats import Stats
 from dml.io import atomic_file, safe_load
 from dml.models import EmbeddingModel, build_model
@@ -34,6 +35,12 @@ def save_model(path: Path, model: EmbeddingModel, params: Params, stats: Stats) 
 
 
 def load_model(path: Path) -> EmbeddingModel:
+    return load_trained(path)[0]
+
+
+def load_trained(path: Path) -> tuple[EmbeddingModel, Stats, TransformsConfig]:
+    """The network (eval mode), the data statistics (channels: the decode mode) and the
+    transforms it was trained with, from one read of the file."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: trained model missing (run the train stage)")
     saved = safe_load(path, "trained model")
@@ -44,4 +51,4 @@ def load_model(path: Path) -> EmbeddingModel:
     model = build_model(ModelConfig(**saved["model"]), stats.channels, stats.mean, stats.std, load_weights=False)
     model.load_state_dict(saved["state_dict"])
     model.weights_sha256 = saved.get("weights_sha256")
-    return model.eval()
+    return model.eval(), stats, TransformsConfig(**saved["training_config"]["transforms"])

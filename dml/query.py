@@ -22,9 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from dml.catalogue import Catalogue
-from dml.data.config import TransformsConfig
 from dml.data.manifest import read_manifest
-from dml.data.stats import Stats
 from dml.embeddings import EmbeddingTable, read_embeddings
 from dml.errors import DatasetError
 from dml.gallery import Neighbours, distance_name, hit_tiles, nearest, run_description
@@ -81,23 +79,16 @@ class Searcher:
 
 
 def load_trained(path: Path):
-    """The model, the data statistics (channels: the decode mode) and the transforms it was
-    trained with. The checkpoint is read by :func:`load_model` for the network and once more
-    here for the records it stores beside the weights."""
-    import torch
-
-    from dml.model_file import load_model
+    """The model, the data statistics and the transforms it was trained with
+    (:func:`dml.model_file.load_trained`), any failure to read them as one line."""
+    from dml.model_file import load_trained as read_trained
 
     if not path.is_file():
         raise DatasetError(f"{path}: trained model missing (run the train stage)")
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        stats = Stats(**saved["stats"])
-        transforms = TransformsConfig(**saved["training_config"]["transforms"])
-        model = load_model(path)
+        return read_trained(path)
     except Exception as err:  # noqa: BLE001 - any failure to unpickle/rebuild is one message
         raise DatasetError(f"{path}: unreadable model file ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
-    return model, stats, transforms
 
 
 def format_results(result: QueryResult, searcher: Searcher) -> str:

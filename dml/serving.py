@@ -17,27 +17,17 @@ import mlflow.pyfunc
 import numpy as np
 import torch
 
-from dml.data.config import TransformsConfig
 from dml.data.loading import eval_transform
-from dml.io import safe_load
-from dml.model_file import load_model
+from dml.model_file import load_trained
 
 MODEL_ARTIFACT = "model"
-
-
-def _geometry(model_file: Path) -> tuple[TransformsConfig, int, int]:
-    saved = safe_load(model_file, "trained model")
-    transforms = TransformsConfig(**saved["training_config"]["transforms"])
-    return transforms, int(saved["stats"]["channels"]), int(saved["training_config"]["model"]["embed_dim"])
 
 
 class EmbeddingPyfunc(mlflow.pyfunc.PythonModel):
     """Images in, embeddings out, as the embed stage computes them."""
 
     def load_context(self, context) -> None:
-        path = Path(context.artifacts[MODEL_ARTIFACT])
-        self.model = load_model(path)
-        self.transforms = _geometry(path)[0]
+        self.model, _, self.transforms = load_trained(Path(context.artifacts[MODEL_ARTIFACT]))
 
     def predict(self, context, model_input: np.ndarray, params: dict | None = None) -> np.ndarray:
         images = torch.as_tensor(np.asarray(model_input, dtype=np.uint8))
@@ -53,11 +43,10 @@ def save_mlflow_model(model_file: Path, out: Path) -> None:
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
-    transforms, channels, dim = _geometry(model_file)
-    size = transforms.size
-    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, channels, -1, -1))]),
-                               outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, dim))]))
-    example = np.zeros((2, channels, size, size), dtype=np.uint8)
+    model, stats, transforms = load_trained(model_file)
+    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, stats.channels, -1, -1))]),
+                               outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, model.head.out_features))]))
+    example = np.zeros((2, stats.channels, transforms.size, transforms.size), dtype=np.uint8)
     shutil.rmtree(out, ignore_errors=True)
     mlflow.pyfunc.save_model(str(out), python_model=EmbeddingPyfunc(), artifacts={MODEL_ARTIFACT: str(model_file)},
                              signature=signature, input_example=example,

@@ -31,7 +31,7 @@ from torchvision.transforms import v2
 from dml.data.config import TransformsConfig
 from dml.data.decode import decode_file
 from dml.data.manifest import SPLITS, image_root, is_packed, read_manifest
-from dml.data.shards import ShardFile, shard_files
+from dml.data.shards import ShardFile, open_shards
 from dml.data.stats import load_stats
 from dml.errors import DatasetError
 
@@ -135,15 +135,17 @@ def load_splits(root: Path | str) -> dict[str, FileSplit | ShardSplit]:
     root = Path(root)
     table = read_manifest(root, check_files=False)
     images, channels = image_root(table, root), load_stats(root).channels
-    names = sorted(set(table.column("shard").to_pylist())) if is_packed(table) else []
-    files = tuple(shard_files(images, names).values())  # shared by the splits: each file mapped once
+    packed = is_packed(table)
+    # shared by the splits: each file mapped once
+    files, shard_of_row = open_shards(images, table.column("shard").to_pylist()) if packed else ((), None)
     splits: dict[str, FileSplit | ShardSplit] = {}
     for split in SPLITS:
-        rows = table.filter(pc.equal(table.column("split"), split))
-        if rows.num_rows and names:
+        mask = pc.equal(table.column("split"), split)
+        rows = table.filter(mask)
+        if rows.num_rows and packed:
             splits[split] = ShardSplit(
                 files=files,
-                shard=np.searchsorted(np.array(names), np.array(rows.column("shard").to_pylist())).astype(np.int32),
+                shard=shard_of_row[mask.to_numpy()],
                 rows=rows.column("row").to_numpy().astype(np.int64),
                 labels=rows.column("label").to_numpy().astype(np.int64),
                 ids=rows.column("id").to_numpy().astype(np.int64),

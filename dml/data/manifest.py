@@ -70,13 +70,12 @@ def read_manifest(root: Path, check_files: bool = True) -> pa.Table:
 
 def validate_manifest(table: pa.Table, root: Path, check_files: bool = True) -> None:
     where = root / MANIFEST_NAME
-    missing = [f.name for f in SCHEMA if f.name not in table.column_names]
-    if missing:
-        raise DatasetError(f"{where}: missing column(s) {', '.join(missing)}")
-    fields = [*SCHEMA, *PACKED] if any(f.name in table.column_names for f in PACKED) else list(SCHEMA)
+    packed = any(f.name in table.column_names for f in PACKED)
+    fields = [*SCHEMA, *PACKED] if packed else list(SCHEMA)
     missing = [f.name for f in fields if f.name not in table.column_names]
     if missing:
-        raise DatasetError(f"{where}: missing column(s) {', '.join(missing)} (packed images need both shard and row)")
+        raise DatasetError(f"{where}: missing column(s) {', '.join(missing)}"
+                           + (" (packed images need both shard and row)" if packed else ""))
     for field in fields:
         actual = table.schema.field(field.name).type
         if actual != field.type:
@@ -94,7 +93,7 @@ def validate_manifest(table: pa.Table, root: Path, check_files: bool = True) -> 
         raise DatasetError(f"{where}: splits mix 'test' with 'query'/'gallery'; use one evaluation protocol")
     if len(present & {"query", "gallery"}) == 1:
         raise DatasetError(f"{where}: a 'query' split needs a 'gallery' split and vice versa")
-    if check_files and is_packed(table):
+    if check_files and packed:
         images = image_root(table, root)
         for rel in sorted(set(table.column("shard").to_pylist())):
             if not (images / rel).is_file():

@@ -45,7 +45,7 @@ from tqdm import tqdm
 from dml.data.config import PreprocessConfig
 from dml.data.decode import LOSSLESS, decode, encode, read_bytes, resize_shorter
 from dml.data.manifest import IMAGE_ROOT_KEY, MANIFEST_NAME, SPLITS, image_root, is_packed, read_manifest, write_manifest
-from dml.data.shards import ShardFile, ShardWriter, decode_stored, shard_files
+from dml.data.shards import ShardFile, ShardWriter, decode_stored, open_shards
 from dml.data.stats import STATS_NAME, Stats, save_stats
 from dml.errors import DatasetError
 from dml.io import atomic_dir
@@ -189,14 +189,14 @@ def build_preprocessed(prepared: Path, out: Path, cfg: PreprocessConfig, progres
     digest = hashlib.sha256(f"dml preprocess, channels={cfg.channels}\n".encode())
     written = 0
     packed = is_packed(manifest)
-    shards = shard_files(sources, sorted(set(manifest.column("shard").to_pylist()))) if packed else {}
     source_shards = manifest.column("shard").to_pylist() if packed else None
+    shards, shard_of_row = open_shards(sources, source_shards) if packed else ((), None)
     source_rows = manifest.column("row").to_pylist() if packed else None
     columns = {name: manifest.column(name).to_pylist() for name in ("id", "label", "class_name", "split", "path")}
     cache = cfg.resize is not None
 
     def job(r: int) -> Job:
-        source = shards[source_shards[r]] if packed else sources / source_paths[r]
+        source = shards[shard_of_row[r]] if packed else sources / source_paths[r]
         return Job(source, source_rows[r] if packed else -1, int(ids[r]), cache,
                    pixels=bool(splits[r] == "train"), hashed=splits[r] in HASHED_SPLITS)
 

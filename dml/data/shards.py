@@ -186,6 +186,8 @@ def decode_stored(data: torch.Tensor, encoding: str, shape: tuple[int, int, int]
     return match_channels(data.reshape(shape), channels)
 
 
-def shard_files(root: Path, names: list[str]) -> dict[str, ShardFile]:
-    """Name -> :class:`ShardFile` for the shard names of a manifest (relative to ``root``)."""
-    return {name: ShardFile(Path(root) / name) for name in names}
+def open_shards(root: Path, names: list[str]) -> tuple[tuple[ShardFile, ...], np.ndarray]:
+    """The shards a manifest's ``shard`` column names (relative to ``root``), each opened once
+    (lazily), and each row's index into them."""
+    unique, index = np.unique(np.array(names, dtype=str), return_inverse=True)
+    return tuple(ShardFile(Path(root) / name) for name in unique.tolist()), index.astype(np.int32)

@@ -49,8 +49,6 @@ WORKER_ENV = "DML_DISTRIBUTED_WORKER"  # set in the workers the launcher starts
 class World:
     rank: int = 0
     size: int = 1
-    local_rank: int = 0
-    local_size: int = 1
 
     @property
     def distributed(self) -> bool:
@@ -66,8 +64,7 @@ def current() -> World:
     """This process's place in the run (rank 0 of 1 outside a distributed run)."""
     if not (dist.is_available() and dist.is_initialized()):
         return World()
-    return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)),
-                 int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    return World(dist.get_rank(), dist.get_world_size())
 
 
 def in_worker() -> bool:
@@ -103,7 +100,7 @@ def launch(cfg: DistributedConfig, module: str, name: str) -> None:
                             f"epoch checkpoint is kept and a rerun resumes from it") from None
     finally:
         os.environ.pop(WORKER_ENV, None)
-        logging.getLogger("torch.distributed.elastic").setLevel(level)
+        elastic_log.setLevel(level)
 
 
 def init(cfg: DistributedConfig, device: torch.device, threads: int = 0) -> World:
