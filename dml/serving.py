@@ -17,7 +17,7 @@ import mlflow.pyfunc
 import numpy as np
 import torch
 
-from dml.data.loading import eval_transform
+from dml.data.transforms import eval_transform
 from dml.model_file import load_trained
 
 MODEL_ARTIFACT = "model"

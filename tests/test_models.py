@@ -564,3 +564,21 @@ def test_model_config_is_torch_free():
 
     code = "import sys, dml.config; from dml.config import ModelConfig; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 8, 8), (2, 3, 7, 9), (1, 1, 2, 3)])
+def test_eval_max_pool_equals_torch_max_pool(shape):
+    """Reference: ``torch.nn.functional.max_pool2d(x, 2)``: the no-gradient path gives the same
+    values (ties, NaN and odd sizes included), and with gradients the module is torch's kernel
+    (the same gradients)."""
+    from dml.models.base import MaxPool2x2
+
+    x = torch.randn(*shape).relu().round(decimals=1)  # many ties
+    x.view(-1)[::7] = float("nan")
+    pool = MaxPool2x2()
+    with torch.no_grad():
+        assert torch.equal(pool(x).isnan(), F.max_pool2d(x, 2).isnan())
+        assert torch.equal(pool(x).nan_to_num(-1.0), F.max_pool2d(x, 2).nan_to_num(-1.0))
+    x = x.nan_to_num(0.5).requires_grad_()
+    grad = torch.randn(*F.max_pool2d(x, 2).shape)
+    assert torch.equal(torch.autograd.grad(pool(x), x, grad)[0], torch.autograd.grad(F.max_pool2d(x, 2), x, grad)[0])

@@ -170,6 +170,28 @@ def test_shift_transform_is_a_translation():
     assert torch.equal(still[(0, 3)][0], image)
 
 
+
+@pytest.mark.parametrize("shift, resize", [(2, 12), (1, 10), (0, 10)])
+def test_batched_shift_equals_torchvision_random_crop_image_by_image(shift, resize):
+    """Reference: torchvision's own ``Compose([Resize, CenterCrop, RandomCrop(padding=shift,
+    padding_mode="edge")])`` applied image by image after seeding torch's generator with each
+    image's seed: the batch fetch of the training loader gives the same pixels for every image
+    (random images larger than the crop, so the eval geometry resizes too)."""
+    from torchvision.transforms import v2
+
+    from dml.data.config import TransformsConfig
+    from dml.data.loading import ArraySplit, ImageDataset, train_transform
+
+    cfg = TransformsConfig(size=10, resize=resize, shift=shift)
+    images = np.random.default_rng(0).integers(0, 256, size=(6, 1, 12, 14), dtype=np.uint8)
+    dataset = ImageDataset(ArraySplit(images, np.zeros(6), np.arange(6)), train_transform(cfg))
+    reference = v2.Compose([v2.Resize(resize, antialias=True), v2.CenterCrop(10), v2.RandomCrop(10, padding=shift, padding_mode="edge")])
+    keys = [(i, 1000 + 7 * i) for i in range(6)] + [(2, 5), (2, 5)]
+    batch = dataset.__getitems__(keys)
+    for (index, seed), (image, position) in zip(keys, batch):
+        torch.default_generator.manual_seed(seed)
+        assert position == index and torch.equal(image, reference(torch.from_numpy(images[index])))
+
 def test_same_training_with_any_number_of_workers():
     """Reference: the in-process run (0 workers): with 2 worker processes the batches and each
     image's augmentation are the same, so the weights are bit-identical."""

@@ -17,7 +17,7 @@ batches, bit for bit.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -26,13 +26,13 @@ import numpy as np
 import pyarrow.compute as pc
 import torch
 from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms import v2
 
 from dml.data.config import TransformsConfig
 from dml.data.decode import decode_file
 from dml.data.manifest import SPLITS, image_root, is_packed, read_manifest
 from dml.data.shards import ShardFile, open_shards
 from dml.data.stats import load_stats
+from dml.data.transforms import Shift, eval_transform, train_transform
 from dml.errors import DatasetError
 
 class BatchSampler(Protocol):
@@ -170,38 +170,6 @@ def load_split(root: Path | str, split: str) -> FileSplit | ShardSplit:
     return splits[split]
 
 
-def train_transform(cfg: TransformsConfig) -> v2.Compose:
-    """The paper's ``RandomResizedCrop(size)`` + flip for real images, or, for the small glyphs, the
-    eval geometry plus a random translation by up to ``shift`` pixels (edges replicated)."""
-    if cfg.train == "random_resized_crop":
-        steps: list = [v2.RandomResizedCrop(cfg.size, scale=cfg.crop_scale, ratio=cfg.crop_ratio, antialias=True)]
-    else:
-        steps = [eval_transform(cfg), v2.RandomCrop(cfg.size, padding=cfg.shift, padding_mode="edge")]
-    if cfg.hflip:
-        steps.append(v2.RandomHorizontalFlip())
-    return v2.Compose(steps)
-
-
-class EvalGeometry:
-    """``Resize(resize)`` (shorter side) + ``CenterCrop(size)``: 256 / 224 in the paper. An image
-    already ``size`` x ``size`` with ``resize == size`` passes through untouched, which is exactly
-    what the two transforms would return, without their per-call cost (most of an epoch's loading
-    time for the 32 px glyphs)."""
-
-    def __init__(self, cfg: TransformsConfig) -> None:
-        self.size, self.identity_ok = cfg.size, cfg.resize == cfg.size
-        self.steps = v2.Compose([v2.Resize(cfg.resize, antialias=True), v2.CenterCrop(cfg.size)])
-
-    def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        if self.identity_ok and image.shape[-2:] == (self.size, self.size):
-            return image
-        return self.steps(image)
-
-
-def eval_transform(cfg: TransformsConfig) -> EvalGeometry:
-    return EvalGeometry(cfg)
-
-
 def in_memory(source: ImageSource, limit_mib: int) -> ImageSource:
     """A split whose decoded images all have one shape and fit in ``limit_mib`` MiB, decoded
     once (the same decoder) and held as an :class:`ArraySplit`: the same tensors every epoch,
@@ -224,7 +192,7 @@ class ImageDataset(Dataset):
     """``dataset[i]`` -> (image, i) with the eval transform; ``dataset[(i, seed)]`` -> the
     augmented image, its randomness drawn from ``seed`` alone."""
 
-    def __init__(self, source: ImageSource, transform: v2.Transform) -> None:
+    def __init__(self, source: ImageSource, transform: Callable[[torch.Tensor], torch.Tensor]) -> None:
         self.source = source
         self.transform = transform
 
@@ -240,6 +208,19 @@ class ImageDataset(Dataset):
             # (where nothing else draws from it during an epoch: miners and losses own generators).
             torch.default_generator.manual_seed(seed)
         return self.transform(image), index
+
+    def __getitems__(self, keys: list) -> list[tuple[torch.Tensor, int]]:
+        """A batch (the DataLoader's fetch): with the :class:`Shift` augmentation, each image's
+        offsets are drawn from its own seed as in ``__getitem__`` and the batch is padded and
+        cropped at once; anything else goes image by image."""
+        if not isinstance(self.transform, Shift) or not all(isinstance(key, tuple) for key in keys):
+            return [self[key] for key in keys]
+        images, offsets = [], []
+        for index, seed in keys:
+            torch.default_generator.manual_seed(seed)
+            images.append(self.transform.geometry(self.source.read(index)))
+            offsets.append(self.transform.offsets())
+        return list(zip(self.transform.apply(torch.stack(images), offsets), (index for index, _ in keys)))
 
 
 class EpochBatches:

@@ -33,6 +33,24 @@ class GlobalPool(nn.Module):
         return f"mode={self.mode!r}"
 
 
+class MaxPool2x2(nn.MaxPool2d):
+    """``nn.MaxPool2d(2)``, with a faster forward pass where no gradient is taken (embedding,
+    monitoring): the maximum of the four strided quarter views, the same values (a max is exact),
+    about 3x faster than torch's CPU kernel at the glyph model's sizes. Training keeps torch's
+    kernel: its backward routes each gradient to the first maximum, which the views cannot do
+    cheaply, and the weights must not change."""
+
+    def __init__(self) -> None:
+        super().__init__(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.requires_grad:
+            return super().forward(x)
+        h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+        top = torch.maximum(x[..., 0:h:2, 0:w:2], x[..., 0:h:2, 1:w:2])
+        return torch.maximum(top, torch.maximum(x[..., 1:h:2, 0:w:2], x[..., 1:h:2, 1:w:2]))
+
+
 def adapt_stem(net: nn.Module, conv_name: str, in_channels: int) -> None:
     """Replace the first convolution (``conv_name``, a dotted path) by one taking ``in_channels``
     inputs whose filters are the mean of the RGB filters repeated (the sum for grayscale), so

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from dml.models.base import GlobalPool
+from dml.models.base import GlobalPool, MaxPool2x2
 from dml.models.config import Pooling
 
 
@@ -15,7 +15,7 @@ def small_cnn_features(in_channels: int, pooling: Pooling = "avg", widths: tuple
     for i, width in enumerate(widths):
         layers += [nn.Conv2d(channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
         if i < len(widths) - 1:
-            layers.append(nn.MaxPool2d(2))
+            layers.append(MaxPool2x2())
         channels = width
     layers.append(GlobalPool(pooling))
     return nn.Sequential(*layers)
