@@ -201,6 +201,7 @@ def test_abandoned_training_is_marked_killed_and_a_new_config_gets_a_new_run(sto
     old = TrainingRun(params, FINGERPRINT, "old")
     old.log_epoch(1, {"loss": 0.9})
     old.sync()
+    old.outbox.release()  # its process died: the OS drops the writer lock
     changed = parse_params({"optim": {"lr": 0.0025}})
     new = TrainingRun(changed, "e" * 64, "new")
     new.log_epoch(1, {"loss": 0.5})
@@ -211,6 +212,28 @@ def test_abandoned_training_is_marked_killed_and_a_new_config_gets_a_new_run(sto
     assert by_id[new.run_id].info.status == "FINISHED" and by_id[new.run_id].data.params["optim.lr"] == "0.0025"
     assert _history(client, old.run_id, "train/loss") == [(1, 0.9)]
     assert _history(client, new.run_id, "train/loss") == [(1, 0.5)]
+
+
+def test_a_concurrent_live_training_is_not_marked_killed_and_loses_no_record(store, capsys):
+    """Reference: the two runs' own records. Two trainings alive at once (a sweep's concurrent
+    experiments; the second process's writer lock is a second open file here) each finish with
+    their own status and every epoch; nothing is marked KILLED or kept aside as damaged (the
+    second used to append KILLED into the first's live outbox, whose next record then clashed)."""
+    params = parse_params({})
+    first = TrainingRun(params, FINGERPRINT, "first")
+    first.log_epoch(1, {"loss": 0.9})
+    second = TrainingRun(parse_params({"optim": {"lr": 0.0025}}), "e" * 64, "second")
+    first.log_epoch(2, {"loss": 0.8})
+    second.log_epoch(1, {"loss": 0.5})
+    first.finish()
+    second.finish()
+    client, runs = _runs(params)
+    by_id = {r.info.run_id: r for r in runs}
+    assert by_id[first.run_id].info.status == by_id[second.run_id].info.status == "FINISHED"
+    assert _history(client, first.run_id, "train/loss") == [(1, 0.9), (2, 0.8)]
+    assert _history(client, second.run_id, "train/loss") == [(1, 0.5)]
+    assert [r["status"] for r in first.outbox.records() if r["op"] == "status"] == ["FINISHED"]
+    assert "damaged" not in capsys.readouterr().err
 
 
 def _start_server(port: int, backend: Path, artifacts: Path) -> subprocess.Popen:

@@ -7,7 +7,8 @@ writing (a torn last line is dropped on the next open).
 Layout under ``<repository>/.dml/outbox/``: ``<key>.jsonl`` (the records, ``seq`` 0, 1, ...),
 ``<key>.files/<seq>/<name>`` (snapshots of artifacts, taken when logged, so a later run that
 overwrites ``plots/`` cannot change what an earlier record sends), ``<key>.lock`` (held while
-syncing), ``<key>.quarantine`` (damaged records, see :meth:`Outbox.records`).
+syncing), ``<key>.writer`` (held by the live process that writes the run, :meth:`Outbox.claim`),
+``<key>.quarantine`` (damaged records, see :meth:`Outbox.records`).
 """
 
 from __future__ import annotations
@@ -82,6 +83,27 @@ class Outbox:
         self.quarantine = self.root / f"{key}.quarantine"  # damaged records, kept aside
         self._records: list[dict[str, Any]] | None = None
         self._next_seq = 0  # past every line, damaged ones included
+        self._writer: Any = None  # the open <key>.writer file while this object is the writer
+
+    def claim(self) -> bool:
+        """Become the outbox's one writer for as long as this object lives: an exclusive lock on
+        ``<key>.writer``, which the OS releases when the process ends, however it ends. False
+        when a live process holds it (a training of a concurrent experiment, say)."""
+        if self._writer is None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            handle = (self.root / f"{self.key}.writer").open("a")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                return False
+            self._writer = handle
+        return True
+
+    def release(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
     def exists(self) -> bool:
         return self.path.is_file()

@@ -51,6 +51,7 @@ class Tracker:
         self.uri = tracking_uri(params.tracking)
         self.experiment = params.tracking.experiment
         self.outbox = Outbox(outbox_root(), key)
+        self.outbox.claim()  # before the first record: a concurrent training then sees this run alive
         self.run_id: str | None = None
         self._warned = False
         new = not self.outbox.exists()
@@ -134,11 +135,14 @@ class TrainingRun(Tracker):
     def finish(self, status: str = "FINISHED") -> None:
         self.set_status(status)
         self.sync()
+        self.outbox.release()
 
 
 def _mark_abandoned_trainings(root: Path, keep: str) -> None:
     """Training runs whose process died without a word (SIGKILL, power loss) and that no
-    checkpoint will resume are marked KILLED instead of staying RUNNING forever."""
+    checkpoint will resume are marked KILLED instead of staying RUNNING forever. A run whose
+    writer is alive (a concurrent experiment's training holds its outbox) is left alone."""
     for outbox in all_outboxes(root):
-        if outbox.key.startswith(TRAINING_PREFIX) and outbox.key != keep and outbox.status() not in TERMINAL:
+        if outbox.key.startswith(TRAINING_PREFIX) and outbox.key != keep and outbox.status() not in TERMINAL and outbox.claim():
             outbox.append("status", status="KILLED", time=now_ms())
+            outbox.release()
