@@ -1,0 +1,140 @@
+"""The result tables of ``docs/``, generated from their committed sources, so that no published
+number is typed twice.
+
+Each table sits in a docs file between ``<!-- generated: NAME -->`` and ``<!-- end generated -->``;
+``python -m pipelines.docs_tables`` rewrites every such region from its source, ``--check`` only
+says which differ (exit 1), which ``tests/test_docs.py`` runs. Sources:
+
+- ``rho-study``: ``reports/rho-<split>-<regime>/table.csv`` and ``effects.csv`` (the sweep reports);
+- ``objective-zoo``: ``benchmarks/results/zoo/<loss>.json`` (``benchmarks/objective_zoo.py``) and
+  ``benchmarks/results/objective_share.txt`` (``benchmarks/objective_share.py``);
+- ``samplers``: ``benchmarks/results/sampler-<name>[-s<seed>]/margin.json`` (seed 0 of
+  ``class_balanced`` is the zoo's margin run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import statistics
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+RESULTS = ROOT / "benchmarks" / "results"
+REGION = re.compile(r"(<!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S)
+
+RHO_CONDITIONS = [("random", "scratch", "rho-random-scratch"), ("random", "fine-tuned", "rho-random-ft"),
+                  ("shifted (script)", "scratch", "rho-script-scratch"), ("shifted (script)", "fine-tuned", "rho-script-ft")]
+LOSSES = ["triplet", "contrastive", "margin", "lifted", "npair", "angular", "quadruplet", "snr",
+          "multisimilarity", "histogram", "softmax", "arcface", "softtriple", "proxynca", "proxyanchor"]
+SAMPLERS = ["random", "class_balanced", "class_random", "full_random", "greedy_coreset", "d2_coreset", "ddm", "frd"]
+METRICS = ["recall_at_1", "nmi", "map_at_r", "rho", "pi_ratio"]
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _mean_std(row: dict[str, str], column: str, signed: bool = False) -> str:
+    mean, std = float(row[f"{column}_mean"]), row.get(f"{column}_std") or ""
+    text = f"{mean:+.3f}" if signed else f"{mean:.3f}"
+    return f"{text} ± {float(std):.3f}" if std else text
+
+
+def _markdown(header: list[str], rows: list[list[str]]) -> str:
+    lines = [header, ["---"] * len(header), *rows]
+    return "".join("| " + " | ".join(cells) + " |\n" for cells in lines)
+
+
+def rho_study() -> str:
+    """Per condition and variant: mean ± std over seeds, and the paired Δ R@1 against `distance`."""
+    rows = []
+    for split, regime, folder in RHO_CONDITIONS:
+        report = ROOT / "reports" / folder
+        deltas = {row["variant"]: row for row in _rows(report / "effects.csv")}
+        for row in _rows(report / "table.csv"):
+            effect = deltas.get(row["variant"])
+            delta = _mean_std({k.replace("_delta", ""): v for k, v in effect.items()}, "recall_at_1", signed=True) if effect else "baseline"
+            rows.append([split, regime, f"`{row['variant']}`", row["n"],
+                         *(_mean_std(row, c) for c in ("recall_at_1", "map_at_r", "nmi", "rho_train_skip1", "pi_ratio")), delta])
+    return _markdown(["split", "regime", "variant", "n", "R@1", "MAP@R", "NMI", "rho (train, skip 1)", "pi_ratio",
+                      "Δ R@1 vs distance (paired)"], rows)
+
+
+def objective_zoo() -> str:
+    """One seed per loss (objective_zoo.py) with the step cost of objective_share.py."""
+    share = {}
+    for line in (RESULTS / "objective_share.txt").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 6 and cells[0].startswith("`"):
+            share[cells[0].strip("`")] = (cells[5], cells[4])
+    rows = []
+    for loss in LOSSES:
+        result = json.loads((RESULTS / "zoo" / f"{loss}.json").read_text())
+        seconds, fraction = share[loss]
+        rows.append([f"`{loss}`", f"`{result['miner']}`", *(f"{result[c]:.3f}" for c in METRICS), seconds, fraction])
+    return _markdown(["loss", "miner", "R@1", "NMI", "MAP@R", "rho", "pi_ratio", "s/epoch", "loss+miner share of a step"], rows)
+
+
+def sampler_runs(sampler: str) -> dict[int, dict]:
+    """{seed: objective_zoo.py result} of one sampler (margin loss)."""
+    first = RESULTS / ("zoo" if sampler == "class_balanced" else f"sampler-{sampler}") / "margin.json"
+    found = {0: json.loads(first.read_text())} if first.is_file() else {}
+    for path in sorted(RESULTS.glob(f"sampler-{sampler}-s*/margin.json")):
+        found[int(path.parent.name.rsplit("-s", 1)[1])] = json.loads(path.read_text())
+    return found
+
+
+def samplers() -> str:
+    """Per sampler: mean ± std (ddof 1) over its seeds."""
+    rows = []
+    for sampler in SAMPLERS:
+        found = sampler_runs(sampler)
+        if found:
+            seeds = sorted(found)
+            cells = []
+            for column in METRICS:
+                values = [found[s][column] for s in seeds]
+                cells.append(f"{values[0]:.3f}" if len(values) == 1 else f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}")
+            rows.append([f"`{sampler}`", ",".join(map(str, seeds)), *cells])
+    return _markdown(["`sampler.name`", "seeds", "R@1", "NMI", "MAP@R", "rho", "pi_ratio"], rows)
+
+
+TABLES: dict[str, Callable[[], str]] = {"rho-study": rho_study, "objective-zoo": objective_zoo, "samplers": samplers}
+
+
+def regenerate(text: str, where: str) -> str:
+    """``text`` with every generated region rewritten from its source."""
+    def fill(match: re.Match) -> str:
+        name = match.group("name")
+        if name not in TABLES:
+            raise SystemExit(f"{where}: unknown generated table {name!r}; known: {sorted(TABLES)}")
+        return match.group(1) + TABLES[name]() + match.group(4)
+    return REGION.sub(fill, text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.docs_tables", description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="only list the files whose tables differ from their sources (exit 1)")
+    args = parser.parse_args(argv)
+    stale = []
+    for path in sorted(DOCS.glob("*.md")):
+        text = path.read_text()
+        fresh = regenerate(text, str(path.relative_to(ROOT)))
+        if fresh != text:
+            stale.append(path.relative_to(ROOT))
+            if not args.check:
+                path.write_text(fresh)
+    for path in stale:
+        print(f"{path}: {'tables differ from their sources (run python -m pipelines.docs_tables)' if args.check else 'tables rewritten'}")
+    return 1 if stale and args.check else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
