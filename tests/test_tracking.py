@@ -340,13 +340,13 @@ COMMITTED = {"train": {"epochs": 15}, "loss": {"triplet": {"margin": 0.3}}, "eva
 @pytest.mark.parametrize(
     ("changes", "name", "variant"),
     [
-        ({}, "seed=0", "defaults"),  # the schema's defaults would name epochs=15 kmeans_iters=5
+        ({}, "margin + distance seed=0", "defaults"),  # the method; the schema's defaults would name epochs=15 kmeans_iters=5
         ({"train": {"epochs": 6}}, "epochs=6 seed=0", "epochs=6"),  # the schema's default, not the project's
         ({"loss": {"name": "triplet"}, "train": {"seed": 1}}, "loss=triplet seed=1", "loss=triplet"),  # margin 0.3 as committed
         ({"loss": {"name": "arcface"}}, "loss=arcface seed=0", "loss=arcface"),  # miner auto -> none: no difference
         ({"miner": {"name": "rho_distance", "rho_distance": {"p": 0.2}}, "train": {"seed": 2}},
          "miner=rho_distance p=0.2 seed=2", "miner=rho_distance p=0.2"),
-        ({"miner": {"rho_distance": {"p": 0.2}}}, "seed=0", "defaults"),  # an unselected knob
+        ({"miner": {"rho_distance": {"p": 0.2}}}, "margin + distance seed=0", "defaults"),  # an unselected knob
         ({"train": {"epochs": 1, "batch_size": 32, "num_threads": 1}, "embed": {"batch_size": 64}, "eval": {"kmeans_iters": 7},
           "optim": {"lr": 0.002}}, "lr=0.002 epochs=1 train.batch_size=32 embed.batch_size=64 +1 seed=0",
          "lr=0.002 epochs=1 train.batch_size=32 embed.batch_size=64 kmeans_iters=7"),
@@ -407,12 +407,12 @@ def test_run_name_is_relative_to_the_experiments_baseline_commit(tmp_path, monke
     second = _commit_params(tmp_path, {"train": {"epochs": 20}})
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     params = parse_params({"train": {"epochs": 20, "seed": 3}})
-    assert run_name(params) == "seed=3"  # HEAD = second
+    assert run_name(params) == "margin + distance seed=3"  # HEAD = second
     monkeypatch.setenv("DVC_EXP_BASELINE_REV", first)
     assert run_name(params) == "epochs=20 seed=3"
     assert run_tags(params)["mlflow.source.git.commit"] == first
     monkeypatch.setenv("DVC_EXP_BASELINE_REV", second)
-    assert run_name(params) == "seed=3"
+    assert run_name(params) == "margin + distance seed=3"
 
 
 @pytest.mark.integration
@@ -435,11 +435,11 @@ def test_run_name_falls_back_to_the_schema_defaults(tmp_path, monkeypatch, repos
     params = parse_params({"train": {"epochs": 15, "seed": 1}, "eval": {"kmeans_iters": 5}})
     assert run_name(params) == "epochs=15 kmeans_iters=5 seed=1"
     assert run_tags(params)["dml.variant"] == "epochs=15 kmeans_iters=5"
-    assert run_name(parse_params({})) == "seed=0"
+    assert run_name(parse_params({})) == "margin + distance seed=0"
 
 
 @pytest.mark.integration
-def test_default_run_of_this_project_is_named_by_its_seed_alone(tmp_path, monkeypatch):
+def test_default_run_of_this_project_is_named_by_its_method_and_seed(tmp_path, monkeypatch):
     """Reference: this repository's params.yaml as committed at HEAD: run as committed, the name
     is the seed alone; one `-S loss.name=arcface` names just that."""
     from dml.config import read_yaml
@@ -456,7 +456,7 @@ def test_default_run_of_this_project_is_named_by_its_seed_alone(tmp_path, monkey
     path.write_text(committed.stdout)
     raw = read_yaml(path)
     params = parse_params(raw)
-    assert (run_name(params), run_tags(params)["dml.variant"]) == (f"seed={params.train.seed}", "defaults")
+    assert (run_name(params), run_tags(params)["dml.variant"]) == (f"margin + distance seed={params.train.seed}", "defaults")
     raw["loss"]["name"] = "arcface"
     assert run_name(parse_params(raw)) == f"loss=arcface seed={params.train.seed}"
 
@@ -477,7 +477,7 @@ def test_runs_of_a_sweep_nest_under_its_run_even_when_synced_first(store, monkey
     sweep_run = next(r for r in runs if r.data.tags.get("dml.role") == "sweep")
     assert sweep_run.info.run_name == "sweep s" and sweep_run.data.params == {"sweep.file": "s.yaml"}
     assert client.get_run(child.run_id).data.tags["mlflow.parentRunId"] == sweep_run.info.run_id
-    assert client.get_run(child.run_id).data.tags["mlflow.runName"] == "seed=0"
+    assert client.get_run(child.run_id).data.tags["mlflow.runName"] == "margin + distance seed=0"
 
 
 def _report_inputs(workspace: Path, model: bytes = b"x") -> None:
@@ -506,9 +506,19 @@ def test_report_groups_metrics_by_prefix(store, monkeypatch):
     client, runs = _runs(params)
     assert len(runs) == 1
     assert runs[0].data.metrics == {"eval/recall_at_1": 0.8, "eval/nmi": 0.7, "space/rho": 0.6, "space/pi_ratio": 0.5,
-                                    "train/final_loss": 0.2, "train/epochs": 2, "index/build_seconds": 0.1,
+                                    "train/final_loss": 0.2, "index/build_seconds": 0.1,
                                     "train/loss": 0.2, "train/test_recall_at_1": 0.8, "train/rho_skip1": 0.4}
     assert _history(client, runs[0].info.run_id, "train/loss") == [(1, 0.5), (2, 0.2)]
+    # a number that describes the setup is a tag, not a one-value metric; the run and its
+    # experiment describe themselves (MLflow's description tag)
+    tags = runs[0].data.tags
+    assert tags["train/epochs"] == "2"
+    assert tags["mlflow.note.content"] == (
+        "**glyphs** data · model small_cnn (128-d) · loss margin · miner distance · sampler class_balanced · "
+        "6 epochs · seed 0\n\nR@1 0.800 · NMI 0.700 · rho 0.600 · pi_ratio 0.500\n\n"
+        "Differs from params.yaml: nothing (the project's own params.yaml)")
+    experiment = client.get_experiment(runs[0].info.experiment_id)
+    assert experiment.tags["mlflow.note.content"].startswith("Results of the dml-pipeline")
 
 
 def test_report_finds_the_training_run_by_the_model_file_from_another_workspace(store, monkeypatch):

@@ -127,14 +127,31 @@ def _committed_params(root: str, commit: str, base_json: str = "") -> dict[str, 
         return None
 
 
+def method(params: Params) -> str:
+    """The loss and the miner it trains with: ``margin + distance``."""
+    return f"{params.loss.name} + {params.miner.name}"
+
+
 def run_name(params: Params) -> str:
     """What differs from the committed params.yaml (:func:`differences`), a few keys, and the
-    seed: ``loss=arcface seed=1``."""
+    seed: ``loss=arcface seed=1``; with no difference, the method: ``margin + distance seed=0``."""
     diffs = differences(params)
-    parts = [f"{key}={value}" for key, value in diffs[:NAME_KEYS]]
+    parts = [f"{key}={value}" for key, value in diffs[:NAME_KEYS]] or [method(params)]
     if len(diffs) > NAME_KEYS:
         parts.append(f"+{len(diffs) - NAME_KEYS}")
     return " ".join([*parts, f"seed={params.train.seed}"])
+
+
+def description(params: Params, metrics: dict[str, float]) -> str:
+    """A result run's description (Markdown, shown by MLflow's run page): the data, the method,
+    the headline numbers and what differs from the committed params.yaml."""
+    diffs = " ".join(f"{key}={value}" for key, value in differences(params)) or "nothing (the project's own params.yaml)"
+    numbers = " · ".join(f"{label} {metrics[key]:.3f}" for key, label in
+                         (("eval/recall_at_1", "R@1"), ("eval/map_at_r", "MAP@R"), ("eval/nmi", "NMI"),
+                          ("space/rho", "rho"), ("space/pi_ratio", "pi_ratio")) if key in metrics)
+    return (f"**{params.data.name}** data · model {params.model.name} ({params.model.embed_dim}-d) · loss "
+            f"{params.loss.name} · miner {params.miner.name} · sampler {params.sampler.name} · "
+            f"{params.train.epochs} epochs · seed {params.train.seed}\n\n{numbers}\n\nDiffers from params.yaml: {diffs}")
 
 
 def flat_params(params: Params) -> dict[str, str]:

@@ -10,8 +10,9 @@ from dml.config import Params
 from dml.paths import repo_root
 from dml.io import file_sha256, read_json, write_json
 from dml.paths import MODEL_RUNS
-from dml.tracking.naming import flat_params
+from dml.tracking.naming import description, flat_params
 from dml.tracking.outbox import Outbox, outbox_root
+from dml.tracking.store import DESCRIPTION_TAG
 from dml.tracking.runs import Tracker, new_attempt
 
 # Metric names are grouped by prefix so that related numbers sort (and chart) together in MLflow:
@@ -19,6 +20,10 @@ from dml.tracking.runs import Tracker, new_attempt
 # embedding space: rho, pi), index/ (the index's build and search figures).
 METRIC_GROUPS = ("eval", "train", "space", "index")
 RESULT_TAG = "dml.result_logged"
+# Numbers that describe the setup rather than measure the result: tags, not metrics, so that
+# MLflow's charts open on the results.
+SETUP_NUMBERS = ("eval/num_classes", "eval/num_gallery", "eval/num_queries", "eval/num_queries_without_positive",
+                 "train/epochs", "train/selected_epoch", "index/dim", "index/ntotal", "index/threads", "index/timing_queries")
 
 
 def registered_model_name(params: Params) -> str:
@@ -78,7 +83,9 @@ def report_result(
             tracker.outbox.append("link_model", run_key=training.key, experiment=training.head()["experiment"])
         elif params.tracking.log_model:
             tracker.log_artifact(model_file, "model")
-    tracker.log_metrics(metrics)
+    tracker.log_metrics({name: value for name, value in metrics.items() if name not in SETUP_NUMBERS})
+    tracker.set_tags({**{name: str(value) for name, value in metrics.items() if name in SETUP_NUMBERS},
+                      DESCRIPTION_TAG: description(params, metrics)})
     for path in artifacts:
         tracker.log_artifact(path, "plots")
     if mlflow_model is not None:

@@ -56,4 +56,15 @@ def experiment_id(client, name: str) -> str:
         # Absolute, beside the database: a relative default would land in the (temporary)
         # working directory of the stage.
         artifact_location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
-    return client.create_experiment(name, artifact_location=artifact_location)
+    return client.create_experiment(name, artifact_location=artifact_location, tags={DESCRIPTION_TAG: EXPERIMENT_DESCRIPTION})
+
+
+DESCRIPTION_TAG = "mlflow.note.content"  # what MLflow's UI shows as an experiment's or run's description
+EXPERIMENT_DESCRIPTION = (
+    "Results of the dml-pipeline (the protocol of Roth et al., ICML 2020, as a DVC pipeline). One run per "
+    "training (curves: train/*) holding its pipeline result (eval/: retrieval and clustering on the unseen "
+    "test classes, space/: spectral decay rho and embedding density), or a result run linked to its training. "
+    "A run's name says what differs from the committed params.yaml, and the seed; its description gives the "
+    "dataset, model, loss, miner, sampler and R@1. Sweeps: a parent run per study, its runs nested under it; "
+    "group by tag dml.variant to average the seeds."
+)
