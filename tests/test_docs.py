@@ -122,3 +122,15 @@ def test_mlflow_commands_exist(page, command):
 def test_commands_were_found():
     kinds = {command.split()[0] + " " + command.split()[1] for _, command in COMMANDS}
     assert {"dvc repro", "dvc exp", "python -m", "mlflow ui"} <= kinds
+
+
+def test_offline_plots_template_is_current_and_loads_nothing_from_the_network():
+    """Reference: pipelines.plots_template's page from the pinned vl-convert bundle; the DVC
+    config names it, and it keeps DVC's placeholder for the plots and no remote script."""
+    from pipelines import plots_template
+
+    text = plots_template.TEMPLATE.read_text()
+    assert text == plots_template.page(), "run python -m pipelines.plots_template"
+    assert "html_template = plots_offline.html" in (ROOT / ".dvc" / "config").read_text()
+    assert "{plot_divs}" in text and "{scripts}" not in text
+    assert not re.search(r"<script[^>]+src=", text) and "window.vegaEmbed=" in text
