@@ -49,6 +49,9 @@ def open_client(uri: str):
 def experiment_id(client, name: str) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
+        for tag, value in EXPERIMENT_TAGS.items():
+            if tag not in experiment.tags:  # made by an older version, or by hand
+                client.set_experiment_tag(experiment.experiment_id, tag, value)
         return experiment.experiment_id
     artifact_location = None
     uri = client.tracking_uri
@@ -56,7 +59,7 @@ def experiment_id(client, name: str) -> str:
         # Absolute, beside the database: a relative default would land in the (temporary)
         # working directory of the stage.
         artifact_location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
-    return client.create_experiment(name, artifact_location=artifact_location, tags={DESCRIPTION_TAG: EXPERIMENT_DESCRIPTION})
+    return client.create_experiment(name, artifact_location=artifact_location, tags=EXPERIMENT_TAGS)
 
 
 DESCRIPTION_TAG = "mlflow.note.content"  # what MLflow's UI shows as an experiment's or run's description
@@ -68,3 +71,4 @@ EXPERIMENT_DESCRIPTION = (
     "dataset, model, loss, miner, sampler and R@1. Sweeps: a parent run per study, its runs nested under it; "
     "group by tag dml.variant to average the seeds."
 )
+EXPERIMENT_TAGS = {DESCRIPTION_TAG: EXPERIMENT_DESCRIPTION}
