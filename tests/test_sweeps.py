@@ -326,6 +326,19 @@ def test_aggregation_matches_the_hand_computed_table(rho_plan, tmp_path):
         assert tmp_path / "report" / name in files
 
 
+def test_report_records_the_commit_its_experiments_ran_from(rho_plan, tmp_path):
+    """Reference: the experiments' baseline commits as given: the report says where its numbers
+    come from and how many of the plan's runs it holds (a partial sweep says so)."""
+    from dml.studies.aggregate import aggregate
+
+    experiments = {name: Experiment(name, f"rev-{name}", "c0ffee", rho_plan.params[name], _exp(name, i, 0.5 + i / 10, 1.0, 0.2).metrics)
+                   for i, name in enumerate(["two-b-s0", "two-b-s1", "two-a-s0"])}
+    _, _, files = aggregate(rho_plan, experiments, tmp_path, tmp_path / "report")
+    assert tmp_path / "report" / "source.json" in files
+    assert json.loads((tmp_path / "report" / "source.json").read_text()) == {
+        "sweep": "two", "runs_planned": len(rho_plan.runs), "runs_reported": 3, "commits": ["c0ffee"]}
+
+
 def test_effects_are_paired_by_seed_against_the_first_variant():
     """Reference: hand-computed paired differences. Baseline base: R@1 0.80, 0.70, 0.90 (seeds
     0, 1, 2); x: 0.85, 0.72, 0.89 -> differences +0.05, +0.02, -0.01: mean +0.02, sample std 0.03;

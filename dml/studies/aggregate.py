@@ -170,4 +170,8 @@ def aggregate(plan: Plan, experiments: dict[str, Experiment], root: Path | str,
     runs = _collect(plan, experiments, root)
     summary = summarize(runs, plan.variants)
     out = Path(out_dir) if out_dir is not None else root / "reports" / plan.spec.name
-    return runs, summary, write_report(runs, summary, plan.spec.name, out)
+    written = write_report(runs, summary, plan.spec.name, out)
+    # where the numbers come from: the commit(s) the experiments ran from, and how many of the plan's runs
+    write_json(out / "source.json", {"sweep": plan.spec.name, "runs_planned": len(plan.runs), "runs_reported": len(runs),
+                                     "commits": sorted({experiments[name].baseline for name in runs.get("exp", [])})})
+    return runs, summary, [*written, out / "source.json"]
