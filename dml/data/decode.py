@@ -18,8 +18,6 @@ from typing import Literal
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from torchvision.io import ImageReadMode, decode_image, encode_jpeg, encode_png, read_file
-from torchvision.transforms.v2 import functional as F
 
 from dml.errors import DatasetError
 
@@ -62,6 +60,9 @@ def match_channels(image: torch.Tensor, channels: int) -> torch.Tensor:
 def decode(data: torch.Tensor, channels: int, source: Path | str) -> torch.Tensor:
     """The encoded image ``data`` (1-D uint8 tensor) as a uint8 (channels, H, W) tensor;
     ``source`` names the file in errors."""
+    from torchvision.io import ImageReadMode, decode_image
+    from torchvision.transforms.v2 import functional as F
+
     kind = _torchvision_kind(data)
     if kind is not None:
         # libjpeg's gray output is the JPEG's own luma channel (the same 601 weights, no colour
@@ -95,6 +96,8 @@ def _decode_pil(data: torch.Tensor, channels: int, source: Path | str) -> torch.
 
 def read_bytes(path: Path | str) -> torch.Tensor:
     """The file's bytes as a 1-D uint8 tensor (what :func:`decode` takes)."""
+    from torchvision.io import read_file
+
     try:
         return read_file(str(path))
     except RuntimeError:
@@ -111,6 +114,8 @@ def resize_shorter(image: torch.Tensor, size: int | None) -> torch.Tensor:
     rounding: the longer side is truncated, 400 x 300 -> 341 x 256), antialiased bilinear.
     Smaller images are left alone: upscaling would only add interpolation blur to the cache,
     and the training crop resizes anyway."""
+    from torchvision.transforms.v2 import functional as F
+
     if size is None or min(image.shape[-2:]) <= size:
         return image
     return F.resize(image, [size], antialias=True)
@@ -119,6 +124,8 @@ def resize_shorter(image: torch.Tensor, size: int | None) -> torch.Tensor:
 def encode(image: torch.Tensor, fmt: Format, quality: int) -> torch.Tensor:
     """``image`` (uint8, 1 or 3 channels) encoded as ``fmt`` (``raw``: its pixels, C x H x W);
     quality is ignored for PNG and raw."""
+    from torchvision.io import encode_jpeg, encode_png
+
     if fmt == "raw":
         return image.contiguous().reshape(-1).clone()
     if fmt == "jpeg":
