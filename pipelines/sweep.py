@@ -42,8 +42,9 @@ from dml.config import parse_params
 from dml.studies.aggregate import aggregate, show_table
 from dml.studies.experiments import Experiment, ExperimentsError, list_experiments
 from dml.studies.sweep import Plan, Progress, SweepError, parse_assignment, plan
-from dml.tracking import SWEEP_BASE_ENV, SWEEP_ENV, SWEEP_RUN_ENV, VARIANT_ENV, Tracker, source_commit
+from dml.tracking import SWEEP_BASE_ENV, SWEEP_ENV, SWEEP_RUN_ENV, VARIANT_ENV, Tracker, source_commit, tracking_uri
 from pipelines._process import dvc_command, stream
+from pipelines.cluster import Cluster, annotate, parse_resources, prepare, pull, remote_experiments, run_on_worker, task_runner
 
 # Failures worth another try: DVC or git finding their lock taken, SQLite busy, a process killed
 # by a signal (negative exit code). Anything else, a stage's params or data error above all, fails
@@ -88,6 +89,17 @@ def run_experiment(root: str, name: str, set_args: list[str], env: dict[str, str
     return time.perf_counter() - started
 
 
+@task(cache_policy=NO_CACHE, task_run_name="exp:{name}", retries=2, retry_delay_seconds=10, retry_condition_fn=_is_transient)
+def run_cluster_experiment(cluster: Cluster, name: str, set_args: list[str], env: dict[str, str]) -> tuple[float, str]:
+    """One experiment on a Dask worker, in its clone, pushed to the remotes (pipelines/cluster.py);
+    returns its wall seconds and where it ran."""
+    seconds, where, lines, code = run_on_worker(cluster, name, set_args, env, get_run_logger())
+    if code != 0:
+        transient = code < 0 or any(m in line for line in lines for m in TRANSIENT_MARKERS)
+        raise (TransientFailure if transient else ExperimentFailed)(f"dvc exited {code} on {where}: {_reason(lines)}")
+    return seconds, where
+
+
 @dataclass(frozen=True)
 class Todo:
     """What a sweep has left to do against the experiments that exist."""
@@ -127,14 +139,16 @@ def parent_run(sweep: Plan) -> Tracker:
     return Tracker(first, f"sweep-{spec.name}-{commit[:12]}", head=head)
 
 
-@flow(name="dvc-sweep")
+@flow(name="dvc-sweep", validate_parameters=False)
 def sweep_flow(sweep_file: str, overrides: dict | None = None, name: str | None = None, concurrency: int | None = None,
-               only: list[str] | None = None) -> dict[str, str]:
-    """Run the sweep's missing experiments, then write and log its report; returns
-    ``{experiment: "skipped" | "ran in N s" | "failed: why"}``."""
+               only: list[str] | None = None, cluster: Cluster | None = None) -> dict[str, str]:
+    """Run the sweep's missing experiments (here, or on the Dask ``cluster``), then write and log
+    its report; returns ``{experiment: "skipped" | "ran in N s" | "failed: why"}``."""
     logger = get_run_logger()
     root = os.getcwd()
     sweep = plan(sweep_file, overrides=overrides, name=name, concurrency=concurrency, only=only)
+    if cluster is not None:  # what finished on the cluster before (a rerun of the sweep) counts as done
+        pull(root, cluster, sorted(set(remote_experiments(root, cluster)) & set(sweep.params)), logger)
     state = todo(sweep, list_experiments(root))
     logger.info(f"sweep {sweep.spec.name}: {len(sweep.runs)} runs, {len(state.done)} done (skipped), "
                 f"{len(state.to_run)} to run, at most {sweep.spec.concurrency} at a time")
@@ -154,11 +168,19 @@ def sweep_flow(sweep_file: str, overrides: dict | None = None, name: str | None 
         for name in state.to_run:
             env = {SWEEP_ENV: sweep.spec.name, VARIANT_ENV: by_name[name].variant, SWEEP_RUN_ENV: parent.key,
                    SWEEP_BASE_ENV: json.dumps(sweep.spec.base)}
-            futures[name] = run_experiment.submit(root, name, sweep.set_args[name], env)
+            if cluster is None:
+                futures[name] = run_experiment.submit(root, name, sweep.set_args[name], env)
+            else:
+                with annotate(cluster):
+                    futures[name] = run_cluster_experiment.submit(cluster, name, sweep.set_args[name], env)
         for name, future in futures.items():
             future.wait()
-            if future.state.is_completed():
+            if future.state.is_completed() and cluster is None:
                 outcome[name] = f"ran in {future.result():.1f} s"
+            elif future.state.is_completed():
+                seconds, where = future.result()
+                pulled = pull(root, cluster, [name], logger)
+                outcome[name] = f"ran in {seconds:.1f} s on {where}" if pulled else f"failed: dvc exp pull of {name} failed"
             else:
                 error = future.state.result(raise_on_failure=False)
                 outcome[name] = f"failed: {error}"
@@ -204,6 +226,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", help="the sweep's name for this condition (experiments <name>-<variant>-s<seed>, reports/<name>/)")
     parser.add_argument("--concurrency", type=int, help="experiments at a time (default: the file's concurrency)")
     parser.add_argument("--only", help="comma-separated variants to run and report, a subset of the file's (same experiment names)")
+    parser.add_argument("--cluster", metavar="ADDRESS", help="run the experiments on this Dask scheduler's workers (tcp://HOST:PORT; "
+                        "pipelines/cluster.py): a committed workspace, its commit on the git remote, a default DVC remote")
+    parser.add_argument("--git-remote", default="origin", help="with --cluster: the git remote workers clone and push to (default: origin)")
+    parser.add_argument("--resources", metavar="NAME=N[,...]", help="with --cluster: what one experiment takes of a worker's declared "
+                        "resources, e.g. GPU=1")
     args = parser.parse_args(argv)
     if args.concurrency is not None and args.concurrency < 1:
         parser.error("--concurrency must be at least 1")
@@ -231,10 +258,18 @@ def main(argv: list[str] | None = None) -> None:
         runs, _, files = aggregate(sweep, experiments, ".")
         print(f"{len(runs)} runs -> {', '.join(str(f) for f in files)}")
         return
+    cluster = None
+    if args.cluster:
+        try:
+            uri = tracking_uri(parse_params(sweep.params[sweep.runs[0].exp_name]).tracking)
+            cluster = prepare(".", args.cluster, args.git_remote, uri, parse_resources(args.resources))
+        except SweepError as err:
+            print(str(err), file=sys.stderr)
+            raise SystemExit(1) from None
     started = time.perf_counter()
-    runner = ThreadPoolTaskRunner(max_workers=sweep.spec.concurrency)
+    runner = ThreadPoolTaskRunner(max_workers=sweep.spec.concurrency) if cluster is None else task_runner(cluster)
     try:
-        outcome = sweep_flow.with_options(task_runner=runner)(args.sweep, overrides, args.name, args.concurrency, only)
+        outcome = sweep_flow.with_options(task_runner=runner)(args.sweep, overrides, args.name, args.concurrency, only, cluster)
     except (SweepError, ExperimentsError) as err:  # the repository changed under the sweep, say
         print(str(err), file=sys.stderr)
         raise SystemExit(1) from None
