@@ -138,6 +138,24 @@ def pull(root: Path | str, cluster: Cluster, names: list[str], logger) -> bool:
     return stream(dvc_command("exp", "pull", "--force", cluster.remote, *names), str(root), logger, "[exp pull] ").returncode == 0
 
 
+def close_abandoned(cluster: Cluster, experiment: str, sweep: str) -> list[str]:
+    """MLflow runs of this sweep's experiments left RUNNING by an attempt whose worker died,
+    where another attempt of the same experiment FINISHED: marked KILLED (their outboxes died
+    with the worker). Returns their run ids."""
+    import mlflow
+
+    client = mlflow.MlflowClient(cluster.tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    runs = client.search_runs([found.experiment_id], filter_string=f"tags.`dml.sweep` = '{sweep}'", max_results=10000)
+    finished = {run.data.tags.get("dvc.exp_name") for run in runs if run.info.status == "FINISHED"}
+    closed = [run.info.run_id for run in runs if run.info.status == "RUNNING" and run.data.tags.get("dvc.exp_name") in finished]
+    for run_id in closed:
+        client.set_terminated(run_id, "KILLED")
+    return closed
+
+
 def task_runner(cluster: Cluster):
     from prefect_dask import DaskTaskRunner
 

@@ -44,7 +44,7 @@ from dml.studies.experiments import Experiment, ExperimentsError, list_experimen
 from dml.studies.sweep import Plan, Progress, SweepError, parse_assignment, plan
 from dml.tracking import SWEEP_BASE_ENV, SWEEP_ENV, SWEEP_RUN_ENV, VARIANT_ENV, Tracker, source_commit, tracking_uri
 from pipelines._process import dvc_command, stream
-from pipelines.cluster import Cluster, annotate, parse_resources, prepare, pull, remote_experiments, run_on_worker, task_runner
+from pipelines.cluster import Cluster, annotate, close_abandoned, parse_resources, prepare, pull, remote_experiments, run_on_worker, task_runner
 
 # Failures worth another try: DVC or git finding their lock taken, SQLite busy, a process killed
 # by a signal (negative exit code). Anything else, a stage's params or data error above all, fails
@@ -189,6 +189,10 @@ def sweep_flow(sweep_file: str, overrides: dict | None = None, name: str | None 
         parent.set_status("KILLED")
         parent.sync()
         raise
+    if cluster is not None:
+        first = parse_params(sweep.params[sweep.runs[0].exp_name])
+        for run_id in close_abandoned(cluster, first.tracking.experiment, sweep.spec.name):
+            logger.info(f"MLflow run {run_id}: an attempt on a worker that died, marked KILLED (another attempt finished)")
     runs, _, files = aggregate(sweep, list_experiments(root), root)
     for path in files:
         parent.log_artifact(path, "report")

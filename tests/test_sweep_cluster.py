@@ -6,7 +6,9 @@ the params by known formulas, so the numbers are those of the same sweep run loc
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -30,33 +32,49 @@ def _wait_for(address: str, workers: int, timeout: float = 90) -> None:
         client.wait_for_workers(workers, timeout=timeout)
 
 
-@pytest.fixture
-def cluster(tmp_path):
-    """(scheduler address, {worker workdir}) of a loopback Dask cluster, stopped afterwards."""
+@contextlib.contextmanager
+def loopback_cluster(tmp_path: Path, worker_env: dict[str, str] | None = None):
+    """(scheduler address, [worker workdirs], [worker processes]) of a loopback Dask cluster of
+    two one-thread workers declaring GPU=1 each, stopped afterwards."""
     port = free_port()
-    env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
     procs = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-                               "--port", str(port), "--no-dashboard"], env=env,
+                               "--port", str(port), "--no-dashboard"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)]
     address = f"tcp://127.0.0.1:{port}"
     workdirs = [tmp_path / "worker-a" / "repo", tmp_path / "worker-b" / "repo"]
+    workers = []
     for workdir in workdirs:
-        procs.append(subprocess.Popen(
+        env = {**os.environ, "DML_WORKDIR": str(workdir), "PREFECT_HOME": str(workdir.parent / "prefect-home"),
+               **{key: value.replace("{worker}", workdir.parent.name) for key, value in (worker_env or {}).items()}}
+        workers.append(subprocess.Popen(
             [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1", "--host", "127.0.0.1",
              "--resources", "GPU=1", "--no-dashboard", "--name", workdir.parent.name],
-            env={**env, "DML_WORKDIR": str(workdir), "PREFECT_HOME": str(workdir.parent / "prefect-home")},
-            stdout=subprocess.DEVNULL, stderr=(tmp_path / f"{workdir.parent.name}.log").open("w"), start_new_session=True))
+            env=env, stdout=subprocess.DEVNULL, stderr=(tmp_path / f"{workdir.parent.name}.log").open("w"), start_new_session=True))
+    procs += workers
     try:
         _wait_for(address, 2)
-        yield address, workdirs
+        yield address, workdirs, workers
     finally:
         for proc in procs:
-            proc.terminate()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
         for proc in procs:
             try:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    with loopback_cluster(tmp_path) as (address, workdirs, _):
+        yield address, workdirs
+
+
+def _running(client, exp_name: str) -> bool:
+    experiment = client.get_experiment_by_name("glyphs-dml")
+    return experiment is not None and bool(client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`dvc.exp_name` = '{exp_name}' and attributes.status = 'RUNNING'"))
 
 
 def cluster_project(tmp_path: Path) -> Path:
@@ -133,3 +151,52 @@ def test_cluster_mode_refuses_an_uncommitted_workspace_in_one_line(tmp_path):
     assert result.stderr.strip().splitlines() == [
         "--cluster: the workspace has uncommitted changes to tracked files; every worker runs the sweep's commit, "
         "so commit them (or stash them) first"]
+
+
+@pytest.mark.e2e
+def test_a_worker_killed_mid_experiment_loses_nothing_and_duplicates_nothing(tmp_path):
+    """Worker a is SIGKILLed (with its DVC and stage processes) during its first experiment:
+    Dask runs that task again on worker b; the coordinator ends with the four experiments, the
+    report holds each run once, and the killed attempt's MLflow run is KILLED while the same
+    experiment's finished attempt is the one FINISHED run of its name."""
+    import mlflow
+
+    attempts = tmp_path / "attempts-{worker}.txt"
+    with loopback_cluster(tmp_path, {"STUB_SLEEP": "6", "STUB_ATTEMPTS": str(attempts)}) as (address, workdirs, workers):
+        repo = cluster_project(tmp_path)
+        port = free_port()
+        server = _start_server(port, tmp_path / "mlflow.db", tmp_path / "mlartifacts")
+        uri = f"http://127.0.0.1:{port}"
+        try:
+            env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "MLFLOW_TRACKING_URI": uri}
+            env.pop("DVC_ROOT", None)
+            sweep = subprocess.Popen([sys.executable, "-m", "pipelines.sweep", "--root", str(repo), "sweeps/tiny.yaml",
+                                      "--cluster", address, "--resources", "GPU=1"], cwd=ROOT, env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            first = tmp_path / "attempts-worker-a.txt"
+            deadline = time.time() + 300
+            while not (first.is_file() and first.read_text().strip()) and time.time() < deadline and sweep.poll() is None:
+                time.sleep(0.2)
+            killed = first.read_text().split()[0]
+            client = mlflow.MlflowClient(uri)
+            while time.time() < deadline and not _running(client, killed):  # its training run is open
+                time.sleep(0.2)
+            os.killpg(workers[0].pid, signal.SIGKILL)  # the worker, its dvc exp run and the stage
+            out, err = sweep.communicate(timeout=900)
+            assert sweep.returncode == 0, out + err[-4000:]
+            assert sorted(line.split(":")[0] for line in out.splitlines() if ": ran in " in line) == NAMES, out
+            assert killed in (tmp_path / "attempts-worker-b.txt").read_text().split()  # run again on worker b
+            listed = subprocess.run([sys.executable, "-m", "dvc", "exp", "list", "--name-only"], cwd=repo, capture_output=True, text=True)
+            assert sorted(listed.stdout.split()) == NAMES
+            runs_csv = pd.read_csv(repo / "reports/tiny/runs.csv")
+            assert sorted(runs_csv["exp"]) == NAMES  # each once
+
+            runs = client.search_runs([client.get_experiment_by_name("glyphs-dml").experiment_id])
+            by_name: dict[str, list[str]] = {}
+            for run in runs:
+                if "dvc.exp_name" in run.data.tags:
+                    by_name.setdefault(run.data.tags["dvc.exp_name"], []).append(run.info.status)
+            assert {name: statuses.count("FINISHED") for name, statuses in by_name.items()} == dict.fromkeys(NAMES, 1)
+            assert sorted(by_name[killed]) == ["FINISHED", "KILLED"], by_name
+        finally:
+            _stop_server(server)

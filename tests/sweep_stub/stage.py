@@ -8,7 +8,9 @@ stages write them, computed from the params by formulas the tests know:
 
 ``optim.lr: 0.0123`` fails with a stage error (never worth a retry); with ``STUB_FLAKY`` set to a
 file path, the first attempt of each experiment fails as if a lock were taken (worth one).
-Every attempt appends its experiment's name to ``STUB_ATTEMPTS`` when that is set.
+Every attempt appends its experiment's name to ``STUB_ATTEMPTS`` when that is set; with
+``STUB_SLEEP`` (seconds) it first holds a RUNNING training run that long (a worker killed
+meanwhile leaves it RUNNING), and the result lands in that run.
 """
 
 import csv
@@ -31,6 +33,16 @@ if flaky and name not in (Path(flaky).read_text().split() if Path(flaky).is_file
         handle.write(name + "\n")
     print("ERROR: Unable to acquire lock (simulated)", flush=True)
     sys.exit(1)
+training = None
+if os.environ.get("STUB_SLEEP"):  # a "training" that takes a while, tracked as a RUNNING run meanwhile
+    import hashlib
+    import time
+
+    from dml.tracking.runs import TrainingRun, new_attempt
+
+    training = TrainingRun(params, hashlib.sha256(name.encode()).hexdigest(), new_attempt())
+    time.sleep(float(os.environ["STUB_SLEEP"]))
+    training.finish()
 if params.optim.lr == 0.0123:
     print("error in stage stub: optim.lr 0.0123 is the stub's simulated failure", file=sys.stderr)
     sys.exit(1)
@@ -47,5 +59,5 @@ with open("metrics/train_curve.csv", "w", newline="") as handle:
     writer.writerow(["epoch", "loss", "train_rho_skip1"])
     writer.writerows([[1, 0.5, 0.9 - p], [2, 0.4, 0.8 - p], [3, 0.3, ""]])
 metrics = {f"eval/{k}": v for k, v in eval_metrics.items()} | {f"space/{k}": v for k, v in spectrum.items()}
-report_result(params, None, metrics, {"train/loss": [(1, 0.5), (2, 0.4), (3, 0.3)]}, [], Path("params.yaml"))
+report_result(params, training.key if training else None, metrics, {"train/loss": [(1, 0.5), (2, 0.4), (3, 0.3)]}, [], Path("params.yaml"))
 print(f"stub {name}: recall_at_1 {eval_metrics['recall_at_1']:.4f}")
