@@ -15,6 +15,10 @@ The sweep stays one Prefect flow; its experiment tasks run on Dask workers throu
   preprocess, pretrain of a condition) is restored, not recomputed.
 - **One MLflow.** Workers log to the coordinator's tracking server (an ``http(s)://`` URI is
   required); their outboxes sync there and nest under the sweep's run.
+- **Security.** A ``tls://`` scheduler is reached with ``--tls-ca-file``, ``--tls-cert`` and
+  ``--tls-key`` (distributed's TLS; a client without a certificate the CA signed is refused). The
+  tracking server the project starts binds 127.0.0.1 unless told otherwise, and then needs
+  MLflow's basic-auth app (``pipelines/tracking_server.py``).
 - **Slots.** ``--resources GPU=1`` makes each experiment ask the scheduler for one unit of a
   resource the workers declare (``dask worker ... --resources GPU=1``, one worker per GPU with
   its ``CUDA_VISIBLE_DEVICES``), so N GPUs run N experiments at a time.
@@ -46,13 +50,15 @@ class Cluster:
     commit: str  # the sweep's commit (HEAD), on that remote
     tracking_uri: str  # the shared MLflow server
     resources: dict[str, float] = field(default_factory=dict)  # what one experiment asks of a worker
+    tls: tuple[str, str, str] | None = None  # (CA file, client certificate, client key): a tls:// scheduler
 
 
 def _git(root: Path | str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
 
 
-def prepare(root: Path | str, address: str, remote: str, tracking_uri: str, resources: dict[str, float]) -> Cluster:
+def prepare(root: Path | str, address: str, remote: str, tracking_uri: str, resources: dict[str, float],
+            tls: tuple[str, str, str] | None = None) -> Cluster:
     """The cluster target of a sweep from ``root``, or a one-line :class:`SweepError` saying what
     is missing (changes not committed, the commit not on the git remote, no default DVC remote,
     no shared MLflow server)."""
@@ -74,7 +80,9 @@ def prepare(root: Path | str, address: str, remote: str, tracking_uri: str, reso
     if not tracking_uri.startswith(("http://", "https://")):
         raise SweepError(f"--cluster: workers log to one MLflow server, but the tracking URI is {tracking_uri}; "
                          "set MLFLOW_TRACKING_URI=http://HOST:PORT (a running `mlflow server`)")
-    return Cluster(address, remote, url.stdout.strip(), commit, tracking_uri, dict(resources))
+    if address.startswith("tls://") and tls is None:
+        raise SweepError(f"--cluster {address}: a TLS scheduler needs --tls-ca-file, --tls-cert and --tls-key")
+    return Cluster(address, remote, url.stdout.strip(), commit, tracking_uri, dict(resources), tls)
 
 
 def parse_resources(text: str | None) -> dict[str, float]:
@@ -159,7 +167,16 @@ def close_abandoned(cluster: Cluster, experiment: str, sweep: str) -> list[str]:
 def task_runner(cluster: Cluster):
     from prefect_dask import DaskTaskRunner
 
-    return DaskTaskRunner(address=cluster.address)
+    return DaskTaskRunner(address=cluster.address, client_kwargs={"security": security(cluster.tls)} if cluster.tls else None)
+
+
+def security(tls: tuple[str, str, str]):
+    """distributed's TLS settings of a client: the CA that signed the cluster's certificates and
+    this client's own certificate and key; unencrypted connections are refused."""
+    from distributed import Security
+
+    ca, cert, key = tls
+    return Security(tls_ca_file=ca, tls_client_cert=cert, tls_client_key=key, require_encryption=True)
 
 
 def annotate(cluster: Cluster):

@@ -235,6 +235,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--git-remote", default="origin", help="with --cluster: the git remote workers clone and push to (default: origin)")
     parser.add_argument("--resources", metavar="NAME=N[,...]", help="with --cluster: what one experiment takes of a worker's declared "
                         "resources, e.g. GPU=1")
+    parser.add_argument("--tls-ca-file", help="with a tls:// --cluster: the CA certificate (PEM) of the cluster")
+    parser.add_argument("--tls-cert", help="with a tls:// --cluster: this client's certificate (PEM)")
+    parser.add_argument("--tls-key", help="with a tls:// --cluster: this client's private key (PEM)")
     args = parser.parse_args(argv)
     if args.concurrency is not None and args.concurrency < 1:
         parser.error("--concurrency must be at least 1")
@@ -266,7 +269,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.cluster:
         try:
             uri = tracking_uri(parse_params(sweep.params[sweep.runs[0].exp_name]).tracking)
-            cluster = prepare(".", args.cluster, args.git_remote, uri, parse_resources(args.resources))
+            tls = (args.tls_ca_file, args.tls_cert, args.tls_key) if args.tls_ca_file or args.tls_cert or args.tls_key else None
+            if tls is not None and not all(tls):
+                raise SweepError("--cluster: TLS needs all three of --tls-ca-file, --tls-cert and --tls-key")
+            cluster = prepare(".", args.cluster, args.git_remote, uri, parse_resources(args.resources), tls)
         except SweepError as err:
             print(str(err), file=sys.stderr)
             raise SystemExit(1) from None
