@@ -33,27 +33,27 @@ def _wait_for(address: str, workers: int, timeout: float = 90) -> None:
 
 
 @contextlib.contextmanager
-def loopback_cluster(tmp_path: Path, worker_env: dict[str, str] | None = None):
+def loopback_cluster(tmp_path: Path, worker_env: dict[str, str] | None = None, workers: int = 2):
     """(scheduler address, [worker workdirs], [worker processes]) of a loopback Dask cluster of
-    two one-thread workers declaring GPU=1 each, stopped afterwards."""
+    one-thread workers declaring GPU=1 each, stopped afterwards."""
     port = free_port()
     procs = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
                                "--port", str(port), "--no-dashboard"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)]
     address = f"tcp://127.0.0.1:{port}"
-    workdirs = [tmp_path / "worker-a" / "repo", tmp_path / "worker-b" / "repo"]
-    workers = []
+    workdirs = [tmp_path / f"worker-{'abcdefgh'[i]}" / "repo" for i in range(workers)]
+    started = []
     for workdir in workdirs:
         env = {**os.environ, "DML_WORKDIR": str(workdir), "PREFECT_HOME": str(workdir.parent / "prefect-home"),
                **{key: value.replace("{worker}", workdir.parent.name) for key, value in (worker_env or {}).items()}}
-        workers.append(subprocess.Popen(
+        started.append(subprocess.Popen(
             [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1", "--host", "127.0.0.1",
              "--resources", "GPU=1", "--no-dashboard", "--name", workdir.parent.name],
             env=env, stdout=subprocess.DEVNULL, stderr=(tmp_path / f"{workdir.parent.name}.log").open("w"), start_new_session=True))
-    procs += workers
+    procs += started
     try:
-        _wait_for(address, 2)
-        yield address, workdirs, workers
+        _wait_for(address, len(started))
+        yield address, workdirs, started
     finally:
         for proc in procs:
             with contextlib.suppress(ProcessLookupError):
