@@ -26,11 +26,11 @@ The sweep stays one Prefect flow; its experiment tasks run on Dask workers throu
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -181,14 +181,8 @@ def security(tls: tuple[str, str, str]):
 
 def annotate(cluster: Cluster):
     """The Dask annotation an experiment task is submitted under (its resources)."""
-    import contextlib
-
     if not cluster.resources:
         return contextlib.nullcontext()
     import dask
 
     return dask.annotate(resources=cluster.resources)
-
-
-if __name__ == "__main__":  # not a command: pipelines.sweep --cluster uses this module
-    sys.exit("use: python -m pipelines.sweep SWEEP --cluster tcp://HOST:PORT")

@@ -17,11 +17,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import re
 import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+from dml.studies.tables import cell
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -42,9 +45,8 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 
 def _mean_std(row: dict[str, str], column: str, signed: bool = False) -> str:
-    mean, std = float(row[f"{column}_mean"]), row.get(f"{column}_std") or ""
-    text = f"{mean:+.3f}" if signed else f"{mean:.3f}"
-    return f"{text} ± {float(std):.3f}" if std else text
+    """A report CSV's ``<column>_mean`` / ``_std`` cells (std blank for one seed) as the report's markdown shows them."""
+    return cell(float(row[f"{column}_mean"]), float(row.get(f"{column}_std") or "nan"), signed)
 
 
 def _markdown(header: list[str], rows: list[list[str]]) -> str:
@@ -98,10 +100,8 @@ def samplers() -> str:
         found = sampler_runs(sampler)
         if found:
             seeds = sorted(found)
-            cells = []
-            for column in METRICS:
-                values = [found[s][column] for s in seeds]
-                cells.append(f"{values[0]:.3f}" if len(values) == 1 else f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}")
+            columns = [[found[s][column] for s in seeds] for column in METRICS]
+            cells = [cell(statistics.mean(values), statistics.stdev(values) if len(values) > 1 else math.nan) for values in columns]
             rows.append([f"`{sampler}`", ",".join(map(str, seeds)), *cells])
     return _markdown(["`sampler.name`", "seeds", "R@1", "NMI", "MAP@R", "rho", "pi_ratio"], rows)
 

@@ -77,15 +77,20 @@ def _reason(lines: list[str]) -> str:
     return lines[-1].strip() if lines else "no output"
 
 
+def _failure(code: int, lines: list[str], what: str) -> ExperimentFailed | TransientFailure:
+    """The error of a failed DVC command: transient (retried) when killed by a signal or when its
+    output shows a taken lock, else final; one line, ``what`` and the reason."""
+    transient = code < 0 or any(m in line for line in lines for m in TRANSIENT_MARKERS)
+    return (TransientFailure if transient else ExperimentFailed)(f"{what}: {_reason(lines)}")
+
+
 @task(cache_policy=NO_CACHE, task_run_name="exp:{name}", retries=2, retry_delay_seconds=10, retry_condition_fn=_is_transient)
 def run_experiment(root: str, name: str, set_args: list[str], env: dict[str, str]) -> float:
     """One ``dvc exp run --temp``; returns its wall seconds."""
     started = time.perf_counter()
     result = stream(dvc_command("exp", "run", "--temp", "-n", name, *set_args), root, get_run_logger(), f"[{name}] ", env)
     if result.returncode != 0:
-        transient = result.returncode < 0 or any(m in line for line in result.lines for m in TRANSIENT_MARKERS)
-        error = TransientFailure if transient else ExperimentFailed
-        raise error(f"dvc exp run exited {result.returncode}: {_reason(result.lines)}")
+        raise _failure(result.returncode, result.lines, f"dvc exp run exited {result.returncode}")
     return time.perf_counter() - started
 
 
@@ -95,8 +100,7 @@ def run_cluster_experiment(cluster: Cluster, name: str, set_args: list[str], env
     returns its wall seconds and where it ran."""
     seconds, where, lines, code = run_on_worker(cluster, name, set_args, env, get_run_logger())
     if code != 0:
-        transient = code < 0 or any(m in line for line in lines for m in TRANSIENT_MARKERS)
-        raise (TransientFailure if transient else ExperimentFailed)(f"dvc exited {code} on {where}: {_reason(lines)}")
+        raise _failure(code, lines, f"dvc exited {code} on {where}")
     return seconds, where
 
 

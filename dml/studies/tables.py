@@ -146,12 +146,13 @@ def effects_markdown(table: pd.DataFrame, sweep: str) -> str:
              "| variant | n | " + " | ".join(f"Δ {label(m)}" for m in metrics) + " |",
              "| --- | --- |" + " --- |" * len(metrics)]
     for variant, row in table.iterrows():
-        cells = [_cell(row[f"{m}_delta_mean"], row[f"{m}_delta_std"], signed=True) for m in metrics]
+        cells = [cell(row[f"{m}_delta_mean"], row[f"{m}_delta_std"], signed=True) for m in metrics]
         lines.append(f"| {variant} | {int(row['n'])} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def _cell(mean: float, std: float, signed: bool = False) -> str:
+def cell(mean: float, std: float, signed: bool = False) -> str:
+    """``mean ± std`` to 3 decimals (signed for effects); the mean alone when std is NaN (one seed)."""
     if math.isnan(mean):
         return ""
     text = f"{mean:+.3f}" if signed else f"{mean:.3f}"
@@ -164,7 +165,7 @@ def markdown(summary: pd.DataFrame, sweep: str) -> str:
              "| variant | n | " + " | ".join(label(m) for m in metrics) + " |",
              "| --- | --- |" + " --- |" * len(metrics)]
     for variant, row in summary.iterrows():
-        cells = [_cell(row[f"{m}_mean"], row[f"{m}_std"]) for m in metrics]
+        cells = [cell(row[f"{m}_mean"], row[f"{m}_std"]) for m in metrics]
         lines.append(f"| {variant} | {int(row['n'])} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

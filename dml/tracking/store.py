@@ -19,6 +19,18 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
 
+DESCRIPTION_TAG = "mlflow.note.content"  # what MLflow's UI shows as an experiment's or run's description
+EXPERIMENT_DESCRIPTION = (
+    "Results of the dml-pipeline (the protocol of Roth et al., ICML 2020, as a DVC pipeline). One run per "
+    "training (curves: train/*) holding its pipeline result (eval/: retrieval and clustering on the unseen "
+    "test classes, space/: spectral decay rho and embedding density), or a result run linked to its training. "
+    "A run's name says what differs from the committed params.yaml, and the seed; its description gives the "
+    "dataset, model, loss, miner, sampler and R@1. Sweeps: a parent run per study, its runs nested under it; "
+    "group by tag dml.variant to average the seeds."
+)
+EXPERIMENT_TAGS = {DESCRIPTION_TAG: EXPERIMENT_DESCRIPTION}
+
+
 def tracking_uri(cfg: TrackingConfig) -> str:
     """``MLFLOW_TRACKING_URI`` if set, else ``tracking.uri``, else an absolute SQLite file at the
     repository root (absolute so that temporary experiment workspaces log to the same store)."""
@@ -61,14 +73,3 @@ def experiment_id(client, name: str) -> str:
         artifact_location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
     return client.create_experiment(name, artifact_location=artifact_location, tags=EXPERIMENT_TAGS)
 
-
-DESCRIPTION_TAG = "mlflow.note.content"  # what MLflow's UI shows as an experiment's or run's description
-EXPERIMENT_DESCRIPTION = (
-    "Results of the dml-pipeline (the protocol of Roth et al., ICML 2020, as a DVC pipeline). One run per "
-    "training (curves: train/*) holding its pipeline result (eval/: retrieval and clustering on the unseen "
-    "test classes, space/: spectral decay rho and embedding density), or a result run linked to its training. "
-    "A run's name says what differs from the committed params.yaml, and the seed; its description gives the "
-    "dataset, model, loss, miner, sampler and R@1. Sweeps: a parent run per study, its runs nested under it; "
-    "group by tag dml.variant to average the seeds."
-)
-EXPERIMENT_TAGS = {DESCRIPTION_TAG: EXPERIMENT_DESCRIPTION}
