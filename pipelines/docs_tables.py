@@ -6,8 +6,10 @@ Each table sits in a docs file between ``<!-- generated: NAME -->`` and ``<!-- e
 says which differ (exit 1), which ``tests/test_docs.py`` runs. Sources:
 
 - ``rho-study``: ``reports/rho-<split>-<regime>/table.csv`` and ``effects.csv`` (the sweep reports);
-- ``objective-zoo``: ``benchmarks/results/zoo/<loss>.json`` (``benchmarks/objective_zoo.py``) and
-  ``benchmarks/results/objective_share.txt`` (``benchmarks/objective_share.py``);
+- ``objective-zoo``: ``reports/objectives/table.csv`` (the sweep ``sweeps/objectives.yaml``: every
+  loss, 3 seeds), with each loss's default miner from the schema;
+- ``objective-correlations``: ``reports/objectives/correlations.json`` (Spearman over the per-loss means);
+- ``objective-cost``: ``benchmarks/results/objective_share.txt`` (``benchmarks/objective_share.py``);
 - ``samplers``: ``benchmarks/results/sampler-<name>[-s<seed>]/margin.json`` (seed 0 of
   ``class_balanced`` is the zoo's margin run).
 """
@@ -29,10 +31,13 @@ from dml.studies.tables import cell
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 RESULTS = ROOT / "benchmarks" / "results"
+OBJECTIVES = ROOT / "reports" / "objectives"
 REGION = re.compile(r"(<!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S)
 
-RHO_CONDITIONS = [("random", "scratch", "rho-random-scratch"), ("random", "fine-tuned", "rho-random-ft"),
-                  ("shifted (script)", "scratch", "rho-script-scratch"), ("shifted (script)", "fine-tuned", "rho-script-ft")]
+MARGIN = "margin (beta 1.2)"  # the rho study's loss: the default margin loss
+RHO_CONDITIONS = [("random", "scratch", MARGIN, "rho-random-scratch"), ("random", "fine-tuned", MARGIN, "rho-random-ft"),
+                  ("shifted (script)", "scratch", MARGIN, "rho-script-scratch"),
+                  ("shifted (script)", "fine-tuned", MARGIN, "rho-script-ft")]
 LOSSES = ["triplet", "contrastive", "margin", "lifted", "npair", "angular", "quadruplet", "snr",
           "multisimilarity", "histogram", "softmax", "arcface", "softtriple", "proxynca", "proxyanchor"]
 SAMPLERS = ["random", "class_balanced", "class_random", "full_random", "greedy_coreset", "d2_coreset", "ddm", "frd"]
@@ -57,31 +62,55 @@ def _markdown(header: list[str], rows: list[list[str]]) -> str:
 def rho_study() -> str:
     """Per condition and variant: mean ± std over seeds, and the paired Δ R@1 against `distance`."""
     rows = []
-    for split, regime, folder in RHO_CONDITIONS:
+    for split, regime, loss, folder in RHO_CONDITIONS:
         report = ROOT / "reports" / folder
         deltas = {row["variant"]: row for row in _rows(report / "effects.csv")}
         for row in _rows(report / "table.csv"):
             effect = deltas.get(row["variant"])
             delta = _mean_std({k.replace("_delta", ""): v for k, v in effect.items()}, "recall_at_1", signed=True) if effect else "baseline"
-            rows.append([split, regime, f"`{row['variant']}`", row["n"],
+            rows.append([split, regime, loss, f"`{row['variant']}`", row["n"],
                          *(_mean_std(row, c) for c in ("recall_at_1", "map_at_r", "nmi", "rho_train_skip1", "pi_ratio")), delta])
-    return _markdown(["split", "regime", "variant", "n", "R@1", "MAP@R", "NMI", "rho (train, skip 1)", "pi_ratio",
+    return _markdown(["split", "regime", "loss", "variant", "n", "R@1", "MAP@R", "NMI", "rho (train, skip 1)", "pi_ratio",
                       "Δ R@1 vs distance (paired)"], rows)
 
 
 def objective_zoo() -> str:
-    """One seed per loss (objective_zoo.py) with the step cost of objective_share.py."""
-    share = {}
+    """Per loss of the objectives sweep: mean ± std over its seeds, with the miner ``auto`` chose."""
+    from dml.losses.config import LossSection
+
+    rows = []
+    for row in _rows(OBJECTIVES / "table.csv"):
+        miner = LossSection(name=row["variant"]).knobs.default_miner
+        rows.append([f"`{row['variant']}`", f"`{miner}`", row["n"],
+                     *(_mean_std(row, c) for c in ("recall_at_1", "map_at_r", "nmi", "rho_train_skip1", "rho_test", "pi_ratio"))])
+    return _markdown(["loss", "miner", "n", "R@1", "MAP@R", "NMI", "rho (train, skip 1)", "rho (test)", "pi_ratio"], rows)
+
+
+CORRELATED = [("recall_at_1", "R@1"), ("nmi", "NMI"), ("pi_ratio", "pi_ratio")]
+RHOS = [("rho_train_skip1", "rho (train, skip 1): the paper's"), ("rho_test", "rho (test split)")]
+
+
+def objective_correlations() -> str:
+    """Spearman's rank correlation (p-value) of each per-loss mean with each rho's per-loss mean."""
+    stats = json.loads((OBJECTIVES / "correlations.json").read_text())
+    rows = []
+    for y, name in CORRELATED:
+        cells = []
+        for x, _ in RHOS:
+            found = stats[f"means:{y}~{x}"]
+            cells.append(f"{found['spearman']:+.2f} (p = {found['p_value']:.2g}, n = {found['n']})")
+        rows.append([f"{name} vs rho", *cells])
+    return _markdown(["Spearman over the per-loss means", *(label for _, label in RHOS)], rows)
+
+
+def objective_cost() -> str:
+    """Seconds per training epoch and the loss + miner share of a step (objective_share.py)."""
+    rows = []
     for line in (RESULTS / "objective_share.txt").read_text().splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) == 6 and cells[0].startswith("`"):
-            share[cells[0].strip("`")] = (cells[5], cells[4])
-    rows = []
-    for loss in LOSSES:
-        result = json.loads((RESULTS / "zoo" / f"{loss}.json").read_text())
-        seconds, fraction = share[loss]
-        rows.append([f"`{loss}`", f"`{result['miner']}`", *(f"{result[c]:.3f}" for c in METRICS), seconds, fraction])
-    return _markdown(["loss", "miner", "R@1", "NMI", "MAP@R", "rho", "pi_ratio", "s/epoch", "loss+miner share of a step"], rows)
+            rows.append([cells[0], cells[5], cells[4]])
+    return _markdown(["loss", "s/epoch", "loss+miner share of a step"], rows)
 
 
 def sampler_runs(sampler: str) -> dict[int, dict]:
@@ -106,7 +135,9 @@ def samplers() -> str:
     return _markdown(["`sampler.name`", "seeds", "R@1", "NMI", "MAP@R", "rho", "pi_ratio"], rows)
 
 
-TABLES: dict[str, Callable[[], str]] = {"rho-study": rho_study, "objective-zoo": objective_zoo, "samplers": samplers}
+TABLES: dict[str, Callable[[], str]] = {"rho-study": rho_study, "objective-zoo": objective_zoo,
+                                        "objective-correlations": objective_correlations,
+                                        "objective-cost": objective_cost, "samplers": samplers}
 
 
 def regenerate(text: str, where: str) -> str:
