@@ -5,7 +5,7 @@ Each table sits in a docs file between ``<!-- generated: NAME -->`` and ``<!-- e
 ``python -m pipelines.docs_tables`` rewrites every such region from its source, ``--check`` only
 says which differ (exit 1), which ``tests/test_docs.py`` runs. Sources:
 
-- ``rho-study``: ``reports/rho-<split>-<regime>/table.csv`` and ``effects.csv`` (the sweep reports);
+- ``rho-study``: ``reports/rho-<split>-<regime>[-<loss>]/table.csv`` and ``effects.csv`` (the sweep reports);
 - ``objective-zoo``: ``reports/objectives/table.csv`` (the sweep ``sweeps/objectives.yaml``: every
   loss, 3 seeds), with each loss's default miner from the schema;
 - ``objective-correlations``: ``reports/objectives/correlations.json`` (Spearman over the per-loss means);
@@ -37,7 +37,8 @@ REGION = re.compile(r"(<!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!--
 MARGIN = "margin (beta 1.2)"  # the rho study's loss: the default margin loss
 RHO_CONDITIONS = [("random", "scratch", MARGIN, "rho-random-scratch"), ("random", "fine-tuned", MARGIN, "rho-random-ft"),
                   ("shifted (script)", "scratch", MARGIN, "rho-script-scratch"),
-                  ("shifted (script)", "fine-tuned", MARGIN, "rho-script-ft")]
+                  ("shifted (script)", "fine-tuned", MARGIN, "rho-script-ft"),
+                  ("shifted (script)", "fine-tuned", "margin (beta 0.6)", "rho-script-ft-beta0.6")]
 LOSSES = ["triplet", "contrastive", "margin", "lifted", "npair", "angular", "quadruplet", "snr",
           "multisimilarity", "histogram", "softmax", "arcface", "softtriple", "proxynca", "proxyanchor"]
 SAMPLERS = ["random", "class_balanced", "class_random", "full_random", "greedy_coreset", "d2_coreset", "ddm", "frd"]
