@@ -38,7 +38,8 @@ MARGIN = "margin (beta 1.2)"  # the rho study's loss: the default margin loss
 RHO_CONDITIONS = [("random", "scratch", MARGIN, "rho-random-scratch"), ("random", "fine-tuned", MARGIN, "rho-random-ft"),
                   ("shifted (script)", "scratch", MARGIN, "rho-script-scratch"),
                   ("shifted (script)", "fine-tuned", MARGIN, "rho-script-ft"),
-                  ("shifted (script)", "fine-tuned", "margin (beta 0.6)", "rho-script-ft-beta0.6")]
+                  ("shifted (script)", "fine-tuned", "margin (beta 0.6)", "rho-script-ft-beta0.6"),
+                  ("shifted (script)", "fine-tuned", "contrastive", "rho-script-ft-contrastive")]
 LOSSES = ["triplet", "contrastive", "margin", "lifted", "npair", "angular", "quadruplet", "snr",
           "multisimilarity", "histogram", "softmax", "arcface", "softtriple", "proxynca", "proxyanchor"]
 SAMPLERS = ["random", "class_balanced", "class_random", "full_random", "greedy_coreset", "d2_coreset", "ddm", "frd"]
