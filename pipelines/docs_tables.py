@@ -39,7 +39,8 @@ RHO_CONDITIONS = [("random", "scratch", MARGIN, "rho-random-scratch"), ("random"
                   ("shifted (script)", "scratch", MARGIN, "rho-script-scratch"),
                   ("shifted (script)", "fine-tuned", MARGIN, "rho-script-ft"),
                   ("shifted (script)", "fine-tuned", "margin (beta 0.6)", "rho-script-ft-beta0.6"),
-                  ("shifted (script)", "fine-tuned", "contrastive", "rho-script-ft-contrastive")]
+                  ("shifted (script)", "fine-tuned", "contrastive", "rho-script-ft-contrastive"),
+                  ("shifted (script)", "fine-tuned", "triplet", "rho-script-ft-triplet")]
 LOSSES = ["triplet", "contrastive", "margin", "lifted", "npair", "angular", "quadruplet", "snr",
           "multisimilarity", "histogram", "softmax", "arcface", "softtriple", "proxynca", "proxyanchor"]
 SAMPLERS = ["random", "class_balanced", "class_random", "full_random", "greedy_coreset", "d2_coreset", "ddm", "frd"]
