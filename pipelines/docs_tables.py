@@ -26,6 +26,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from dml.losses.config import LossSection
 from dml.studies.tables import cell
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,8 +42,6 @@ RHO_CONDITIONS = [("random", "scratch", MARGIN, "rho-random-scratch"), ("random"
                   ("shifted (script)", "fine-tuned", "margin (beta 0.6)", "rho-script-ft-beta0.6"),
                   ("shifted (script)", "fine-tuned", "contrastive", "rho-script-ft-contrastive"),
                   ("shifted (script)", "fine-tuned", "triplet", "rho-script-ft-triplet")]
-LOSSES = ["triplet", "contrastive", "margin", "lifted", "npair", "angular", "quadruplet", "snr",
-          "multisimilarity", "histogram", "softmax", "arcface", "softtriple", "proxynca", "proxyanchor"]
 SAMPLERS = ["random", "class_balanced", "class_random", "full_random", "greedy_coreset", "d2_coreset", "ddm", "frd"]
 METRICS = ["recall_at_1", "nmi", "map_at_r", "rho", "pi_ratio"]
 
@@ -79,8 +78,6 @@ def rho_study() -> str:
 
 def objective_zoo() -> str:
     """Per loss of the objectives sweep: mean ± std over its seeds, with the miner ``auto`` chose."""
-    from dml.losses.config import LossSection
-
     rows = []
     for row in _rows(OBJECTIVES / "table.csv"):
         miner = LossSection(name=row["variant"]).knobs.default_miner
